@@ -1,0 +1,8 @@
+"""Exceptions lightray raises for bad input."""
+
+
+class MisconfigurationError(ValueError):
+    """A setting, a hook's return value or a call does not fit what lightray expects.
+
+    The message names the problem and the fix.
+    """

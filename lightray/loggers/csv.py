@@ -1,0 +1,77 @@
+"""CSVLogger: ``metrics.csv`` and ``hparams.yaml`` under ``<save_dir>/<name>/version_N``, as Lightning lays them out."""
+
+from __future__ import annotations
+
+import csv
+import os
+from typing import Any
+
+from lightray.loggers.logger import Logger, next_version
+
+
+class CSVLogger(Logger):
+    """Writes metrics to a CSV file; the default logger. Rows are buffered and written on ``save``."""
+
+    def __init__(
+        self, save_dir: str | os.PathLike, name: str | None = "lightning_logs", version: int | str | None = None
+    ) -> None:
+        self._save_dir = os.fspath(save_dir)
+        self._name = name or ""
+        self._version = version
+        self._rows: list[dict[str, Any]] = []
+        self._columns: list[str] = []
+        self._hparams: dict[str, Any] = {}
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def version(self) -> int | str:
+        if self._version is None:
+            self._version = next_version(os.path.join(self._save_dir, self._name))
+        return self._version
+
+    @property
+    def save_dir(self) -> str:
+        return self._save_dir
+
+    @property
+    def log_dir(self) -> str:
+        version = self.version if isinstance(self.version, str) else f"version_{self.version}"
+        return os.path.join(self._save_dir, self._name, version)
+
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        row = {**metrics, "step": step}
+        for key in row:
+            if key not in self._columns:
+                self._columns.append(key)
+        self._rows.append(row)
+
+    def log_hyperparams(self, params: dict[str, Any]) -> None:
+        self._hparams.update(params)
+        self.save()
+
+    def save(self) -> None:
+        import yaml
+
+        os.makedirs(self.log_dir, exist_ok=True)
+        if self._hparams:
+            with open(os.path.join(self.log_dir, "hparams.yaml"), "w") as f:
+                yaml.safe_dump(_plain(self._hparams), f)
+        if self._rows:
+            with open(os.path.join(self.log_dir, "metrics.csv"), "w", newline="") as f:
+                writer = csv.DictWriter(f, fieldnames=self._columns)
+                writer.writeheader()
+                writer.writerows(self._rows)
+
+
+def _plain(value: Any) -> Any:
+    """Values yaml.safe_dump can write (anything else as its repr)."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    return repr(value)

@@ -1,0 +1,239 @@
+"""What ``self.log`` records: per-hook defaults, per-step values, epoch reductions, and where they go.
+
+Values stay tensors until a logger or the progress bar needs numbers, so logging every step costs no
+device synchronisation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from lightray.errors import MisconfigurationError
+from lightray.utilities import infer_batch_size
+
+if TYPE_CHECKING:
+    from lightray.strategies import Strategy
+
+# hook -> (default on_step, default on_epoch, on_step allowed). Hooks not listed may not log.
+_STEP, _EPOCH, _EVAL_STEP = (True, False, True), (False, True, False), (False, True, True)
+LOG_DEFAULTS: dict[str, tuple[bool, bool, bool]] = {
+    **dict.fromkeys(
+        [
+            "training_step", "on_train_batch_start", "on_train_batch_end", "on_before_backward", "backward",
+            "on_after_backward", "on_before_optimizer_step", "optimizer_step", "configure_gradient_clipping",
+            "clip_gradients", "on_before_zero_grad", "optimizer_zero_grad",
+        ],
+        _STEP,
+    ),
+    **dict.fromkeys(
+        [
+            "on_train_start", "on_train_epoch_start", "on_train_epoch_end", "on_validation_start",
+            "on_validation_epoch_start", "on_validation_epoch_end", "on_test_start", "on_test_epoch_start",
+            "on_test_epoch_end",
+        ],
+        _EPOCH,
+    ),
+    **dict.fromkeys(
+        [
+            "validation_step", "on_validation_batch_start", "on_validation_batch_end", "test_step",
+            "on_test_batch_start", "on_test_batch_end",
+        ],
+        _EVAL_STEP,
+    ),
+}  # fmt: skip
+
+_REDUCE = {"mean", "sum", "max", "min"}
+_REDUCE_ALIASES: dict[Any, str] = {torch.mean: "mean", torch.sum: "sum", torch.max: "max", torch.min: "min"}
+
+
+def _is_torchmetric(value: Any) -> bool:
+    return all(hasattr(value, name) for name in ("update", "compute", "reset")) and isinstance(
+        value, torch.nn.Module
+    )
+
+
+@dataclass
+class _Entry:
+    name: str
+    on_step: bool
+    on_epoch: bool
+    reduce_fx: str
+    prog_bar: bool
+    logger: bool
+    sync_dist: bool
+    metric: Any = None  # a torchmetrics Metric, when one was logged
+    step_value: torch.Tensor | None = None
+    total: torch.Tensor | None = None  # running sum (weighted for mean), max or min
+    weight: float = 0.0
+    seen: bool = False
+
+    def update(self, value: torch.Tensor, batch_size: int) -> None:
+        if not self.on_epoch or self.metric is not None:
+            return
+        if self.reduce_fx == "mean":
+            contribution = value * batch_size
+            self.total = contribution if self.total is None else self.total + contribution
+            self.weight += batch_size
+        elif self.total is None:
+            self.total = value.clone()
+        elif self.reduce_fx == "sum":
+            self.total = self.total + value
+        elif self.reduce_fx == "max":
+            self.total = torch.maximum(self.total, value)
+        else:
+            self.total = torch.minimum(self.total, value)
+
+    def epoch_value(self, strategy: Strategy) -> torch.Tensor:
+        if self.metric is not None:
+            return self.metric.compute()
+        assert self.total is not None
+        total = self.total
+        if self.reduce_fx == "mean":
+            weight = torch.tensor(self.weight, dtype=total.dtype, device=total.device)
+            if self.sync_dist:
+                total, weight = strategy.reduce(total, "sum"), strategy.reduce(weight, "sum")
+            return total / weight
+        return strategy.reduce(total, self.reduce_fx) if self.sync_dist else total
+
+
+@dataclass
+class MetricStore:
+    """Everything logged during one stage (fit's training, a validation run, test)."""
+
+    strategy: Strategy
+    entries: dict[str, _Entry] = field(default_factory=dict)
+    current_fx: str | None = None
+    batch: Any = None  # the current batch, for inferring batch sizes
+    dataloader_idx: int | None = None  # set when an evaluation stage has several loaders
+
+    def log(
+        self,
+        name: str,
+        value: Any,
+        *,
+        prog_bar: bool,
+        logger: bool,
+        on_step: bool | None,
+        on_epoch: bool | None,
+        reduce_fx: Any,
+        enable_graph: bool,
+        sync_dist: bool,
+        add_dataloader_idx: bool,
+        batch_size: int | None,
+        rank_zero_only: bool,
+    ) -> None:
+        fx = self.current_fx
+        defaults = LOG_DEFAULTS.get(fx or "")
+        if defaults is None:
+            raise MisconfigurationError(
+                f"You can't `self.log({name!r}, ...)` inside `{fx}`. Log from the step methods or from "
+                "the batch, epoch or start hooks of training, validation and test."
+            )
+        default_step, default_epoch, step_allowed = defaults
+        on_step = default_step if on_step is None else on_step
+        on_epoch = default_epoch if on_epoch is None else on_epoch
+        if on_step and not step_allowed:
+            raise MisconfigurationError(f"`self.log({name!r}, on_step=True)` is not possible in `{fx}`; "
+                                        "log it with on_step=False.")
+        reduce = _REDUCE_ALIASES.get(reduce_fx, reduce_fx)
+        if reduce not in _REDUCE:
+            raise MisconfigurationError(
+                f"`self.log({name!r}, reduce_fx={reduce_fx!r})`: reduce_fx must be one of {sorted(_REDUCE)}."
+            )
+        if add_dataloader_idx and self.dataloader_idx is not None:
+            name = f"{name}/dataloader_idx_{self.dataloader_idx}"
+
+        metric = None
+        if _is_torchmetric(value):
+            metric, tensor = value, getattr(value, "_forward_cache", None)  # the value of the last update
+            if on_step and tensor is None:
+                raise MisconfigurationError(
+                    f"`self.log({name!r}, metric)` on_step needs the metric to be called (`metric(preds, "
+                    "target)`) before logging; or call `metric.update` and log with on_step=False."
+                )
+            tensor = tensor.detach() if isinstance(tensor, torch.Tensor) else tensor
+        else:
+            tensor = self._to_tensor(name, value, enable_graph)
+
+        entry = self.entries.get(name)
+        if entry is None:
+            entry = _Entry(name, on_step, on_epoch, reduce, prog_bar, logger, sync_dist, metric)
+            self.entries[name] = entry
+        entry.seen = True
+        if on_step and tensor is not None:
+            entry.step_value = self.strategy.reduce(tensor, "mean") if sync_dist else tensor
+        if on_epoch and metric is None:
+            if batch_size is None:
+                batch_size = infer_batch_size(self.batch) if reduce == "mean" else 1
+            entry.update(tensor, batch_size)
+
+    @staticmethod
+    def _to_tensor(name: str, value: Any, enable_graph: bool) -> torch.Tensor:
+        if isinstance(value, torch.Tensor):
+            if value.numel() != 1:
+                raise MisconfigurationError(
+                    f"`self.log({name!r}, value)` needs a scalar, got a tensor of shape {tuple(value.shape)}. "
+                    "Reduce it first (e.g. `value.mean()`), or log each element under its own name."
+                )
+            tensor = value if enable_graph else value.detach()
+            tensor = tensor.reshape(())
+            return tensor if tensor.is_floating_point() else tensor.float()
+        if isinstance(value, bool | int | float):
+            return torch.tensor(float(value))
+        raise MisconfigurationError(
+            f"`self.log({name!r}, value)` got a {type(value).__name__}; log a number, a scalar tensor or "
+            "a torchmetrics Metric (use `log_dict` for a dict)."
+        )
+
+    # ------------------------------------------------------------------ reading values
+    def step_metrics(self) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """(callback, logger, progress bar) metrics of the values logged with on_step since the last reset."""
+        callback, logged, pbar = {}, {}, {}
+        for entry in self.entries.values():
+            if not entry.on_step or entry.step_value is None:
+                continue
+            value = entry.step_value
+            key = f"{entry.name}_step" if entry.on_epoch else entry.name
+            callback[entry.name] = value
+            callback[key] = value
+            if entry.logger:
+                logged[key] = value
+            if entry.prog_bar:
+                pbar[key] = value
+        return callback, logged, pbar
+
+    def epoch_metrics(self) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """(callback, logger, progress bar) metrics of the epoch reductions."""
+        callback, logged, pbar = {}, {}, {}
+        for entry in self.entries.values():
+            if not entry.on_epoch or not entry.seen or (entry.total is None and entry.metric is None):
+                continue
+            value = entry.epoch_value(self.strategy)
+            key = f"{entry.name}_epoch" if entry.on_step else entry.name
+            callback[entry.name] = value
+            callback[key] = value
+            if entry.logger:
+                logged[key] = value
+            if entry.prog_bar:
+                pbar[key] = value
+        return callback, logged, pbar
+
+    def clear_step_values(self) -> None:
+        for entry in self.entries.values():
+            entry.step_value = None
+
+    def reset(self) -> None:
+        """Forget the epoch's accumulations (torchmetrics are reset too)."""
+        for entry in self.entries.values():
+            if entry.metric is not None and entry.seen:
+                entry.metric.reset()
+        self.entries.clear()
+
+
+def to_floats(metrics: dict[str, Any], transform: Callable[[Any], Any] | None = None) -> dict[str, float]:
+    """Numbers for loggers and the progress bar (this is where a device sync happens)."""
+    return {k: float(v.item()) if isinstance(v, torch.Tensor) else float(v) for k, v in metrics.items()}

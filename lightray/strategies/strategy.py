@@ -1,0 +1,99 @@
+"""Strategy: where the loop's process-group, device, sampler and model-wrapping concerns live.
+
+The loop never asks whether it runs locally or on Ray; it asks its strategy. ``SingleDeviceStrategy``
+serves local runs (CPU or one GPU); the Ray backend supplies a DDP strategy for workers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from lightray.module import LightningModule
+
+
+class Strategy:
+    """The base: one process, one device. Subclasses override what differs for several processes."""
+
+    def __init__(self, device: torch.device | str = "cpu") -> None:
+        self.root_device = torch.device(device)
+        self.module: LightningModule | None = None
+        self.model: nn.Module | None = None  # what the loop calls for steps (the module or a DDP wrapper)
+
+    # ----------------------------------------------------------------- topology
+    @property
+    def world_size(self) -> int:
+        return 1
+
+    @property
+    def global_rank(self) -> int:
+        return 0
+
+    @property
+    def local_rank(self) -> int:
+        return 0
+
+    @property
+    def node_rank(self) -> int:
+        return 0
+
+    @property
+    def is_global_zero(self) -> bool:
+        return self.global_rank == 0
+
+    # ----------------------------------------------------------------- model
+    def connect(self, module: LightningModule) -> None:
+        """Move the module to this strategy's device; ``self.model`` is what the loop steps."""
+        self.module = module
+        module.to(self.root_device)
+        self.model = module
+
+    def wrap_model(self) -> None:
+        """Wrap the model for distributed training, once the optimizers exist (no-op here)."""
+
+    def training_step(self, *args: Any) -> Any:
+        return self.module.training_step(*args)  # type: ignore[union-attr]
+
+    def validation_step(self, *args: Any) -> Any:
+        return self.module.validation_step(*args)  # type: ignore[union-attr]
+
+    def test_step(self, *args: Any) -> Any:
+        return self.module.test_step(*args)  # type: ignore[union-attr]
+
+    def predict_step(self, *args: Any) -> Any:
+        return self.module.predict_step(*args)  # type: ignore[union-attr]
+
+    @contextlib.contextmanager
+    def block_gradient_sync(self) -> Iterator[None]:
+        """Skip the gradient all-reduce while accumulating (DDP's ``no_sync``)."""
+        yield
+
+    # ----------------------------------------------------------------- data and collectives
+    def process_dataloader(self, loader: DataLoader, shuffle: bool) -> DataLoader:
+        """Give the loader a distributed sampler where there are several processes (no-op here)."""
+        return loader
+
+    def reduce(self, tensor: torch.Tensor, op: str = "mean") -> torch.Tensor:
+        """Reduce ``tensor`` over all processes with ``op`` (mean, sum, max, min)."""
+        return tensor
+
+    def all_gather(self, tensor: torch.Tensor) -> torch.Tensor:
+        return tensor.unsqueeze(0)
+
+    def broadcast(self, obj: Any, src: int = 0) -> Any:
+        return obj
+
+    def barrier(self, name: str | None = None) -> None:
+        pass
+
+    def teardown(self) -> None:
+        """Release what the strategy set up; the module stays where it is."""
+
+
+class SingleDeviceStrategy(Strategy):
+    """Local, in-process training on one device (CPU or one GPU)."""

@@ -1,0 +1,553 @@
+"""Trainer: Lightning's Trainer arguments and entry points; configures, then hands work to the loop."""
+
+from __future__ import annotations
+
+import datetime
+import math
+import os
+import re
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import torch
+
+from lightray.callbacks.callback import Callback
+from lightray.datamodule import LightningDataModule
+from lightray.errors import MisconfigurationError
+from lightray.hooks import REMOVED_CALLBACK_HOOKS, REMOVED_MODULE_HOOKS, check_removed_hooks
+from lightray.loop import Loop
+from lightray.module import LightningModule
+from lightray.optimization import LightningOptimizer, LRSchedulerConfig
+from lightray.precision import PRECISIONS, Precision, make_precision
+from lightray.strategies import SingleDeviceStrategy, Strategy
+
+
+class Trainer:
+    """Lightning 2.x's Trainer. ``fit``, ``validate``, ``test`` and ``predict`` run the one training loop.
+
+    Built and called on the driver. Locally (the default) the loop runs in this process on the CPU or
+    one GPU; no Ray is started.
+    """
+
+    def __init__(
+        self,
+        *,
+        accelerator: str = "auto",
+        devices: int | str | Sequence[int] = "auto",
+        precision: str | int = "32-true",
+        logger: Any = True,
+        callbacks: Callback | list[Callback] | None = None,
+        fast_dev_run: int | bool = False,
+        max_epochs: int | None = None,
+        min_epochs: int | None = None,
+        max_steps: int = -1,
+        min_steps: int | None = None,
+        max_time: str | datetime.timedelta | dict[str, int] | None = None,
+        limit_train_batches: int | float | None = None,
+        limit_val_batches: int | float | None = None,
+        limit_test_batches: int | float | None = None,
+        limit_predict_batches: int | float | None = None,
+        val_check_interval: int | float | None = None,
+        check_val_every_n_epoch: int | None = 1,
+        num_sanity_val_steps: int | None = None,
+        log_every_n_steps: int | None = None,
+        enable_checkpointing: bool | None = None,
+        enable_progress_bar: bool | None = None,
+        enable_model_summary: bool | None = None,
+        accumulate_grad_batches: int = 1,
+        gradient_clip_val: int | float | None = None,
+        gradient_clip_algorithm: str | None = None,
+        deterministic: bool | str | None = None,
+        inference_mode: bool = True,
+        default_root_dir: str | os.PathLike | None = None,
+    ) -> None:
+        errors: list[str] = []
+        precision = str(precision)
+        if precision not in PRECISIONS:
+            errors.append(f"precision={precision!r}: use one of {list(PRECISIONS)}")
+        for name, value in (("max_epochs", max_epochs), ("min_epochs", min_epochs), ("min_steps", min_steps)):
+            if value is not None and (not isinstance(value, int) or value < 0) and not (name == "max_epochs" and value == -1):
+                errors.append(f"{name}={value!r}: must be a non-negative int" + (" (or -1 for no limit)" if name == "max_epochs" else ""))
+        if not isinstance(max_steps, int) or max_steps < -1:
+            errors.append(f"max_steps={max_steps!r}: must be -1 (no limit) or a non-negative int")
+        for name, value in (
+            ("limit_train_batches", limit_train_batches),
+            ("limit_val_batches", limit_val_batches),
+            ("limit_test_batches", limit_test_batches),
+            ("limit_predict_batches", limit_predict_batches),
+        ):
+            errors += _check_limit(name, value)
+        if val_check_interval is not None:
+            if isinstance(val_check_interval, float) and not 0.0 < val_check_interval <= 1.0:
+                errors.append(f"val_check_interval={val_check_interval}: a float must be in (0.0, 1.0]; an int counts batches")
+            elif isinstance(val_check_interval, int) and val_check_interval < 1:
+                errors.append(f"val_check_interval={val_check_interval}: an int must be >= 1")
+        if check_val_every_n_epoch is not None and (not isinstance(check_val_every_n_epoch, int) or check_val_every_n_epoch < 1):
+            errors.append(f"check_val_every_n_epoch={check_val_every_n_epoch!r}: must be an int >= 1 or None")
+        if not isinstance(accumulate_grad_batches, int) or accumulate_grad_batches < 1:
+            errors.append(f"accumulate_grad_batches={accumulate_grad_batches!r}: must be an int >= 1")
+        if gradient_clip_val is not None and (not isinstance(gradient_clip_val, int | float) or gradient_clip_val < 0):
+            errors.append(f"gradient_clip_val={gradient_clip_val!r}: must be a number >= 0")
+        if gradient_clip_algorithm not in (None, "norm", "value"):
+            errors.append(f"gradient_clip_algorithm={gradient_clip_algorithm!r}: use 'norm' or 'value'")
+        if num_sanity_val_steps is not None and (not isinstance(num_sanity_val_steps, int) or num_sanity_val_steps < -1):
+            errors.append(f"num_sanity_val_steps={num_sanity_val_steps!r}: must be -1 (all) or an int >= 0")
+        if log_every_n_steps is not None and (not isinstance(log_every_n_steps, int) or log_every_n_steps < 1):
+            errors.append(f"log_every_n_steps={log_every_n_steps!r}: must be an int >= 1")
+        if isinstance(fast_dev_run, int) and not isinstance(fast_dev_run, bool) and fast_dev_run < 0:
+            errors.append(f"fast_dev_run={fast_dev_run}: must be a bool or an int >= 0")
+        if deterministic not in (None, True, False, "warn"):
+            errors.append(f"deterministic={deterministic!r}: use True, False or 'warn'")
+        max_time_seconds = None
+        try:
+            max_time_seconds = _parse_max_time(max_time)
+        except ValueError as err:
+            errors.append(str(err))
+        device: torch.device | None = None
+        try:
+            device = _select_device(accelerator, devices)
+        except ValueError as err:
+            errors.append(str(err))
+        if device is not None and device.type == "cpu" and precision in ("16-mixed", "16"):
+            errors.append(
+                "precision='16-mixed' needs a GPU: fp16 autocast is not supported on the CPU; use 'bf16-mixed'"
+            )
+        if errors:
+            listing = "\n".join(f"  - {e}" for e in errors)
+            raise MisconfigurationError(f"Invalid Trainer arguments ({len(errors)}):\n{listing}")
+        assert device is not None
+
+        self.fast_dev_run = int(fast_dev_run)
+        if self.fast_dev_run:
+            n = self.fast_dev_run
+            limit_train_batches = limit_val_batches = limit_test_batches = limit_predict_batches = n
+            max_epochs, max_steps, num_sanity_val_steps, val_check_interval = 1, n, 0, 1.0
+            logger = False
+        self.max_epochs = max_epochs if max_epochs is not None else (1000 if max_steps == -1 else -1)
+        self.min_epochs = min_epochs
+        self.max_steps = max_steps
+        self.min_steps = min_steps
+        self._max_time_seconds = max_time_seconds
+        self.limit_train_batches = 1.0 if limit_train_batches is None else limit_train_batches
+        self.limit_val_batches = 1.0 if limit_val_batches is None else limit_val_batches
+        self.limit_test_batches = 1.0 if limit_test_batches is None else limit_test_batches
+        self.limit_predict_batches = 1.0 if limit_predict_batches is None else limit_predict_batches
+        self.val_check_interval = 1.0 if val_check_interval is None else val_check_interval
+        self.check_val_every_n_epoch = check_val_every_n_epoch
+        self.num_sanity_val_steps = 2 if num_sanity_val_steps is None else num_sanity_val_steps
+        self.log_every_n_steps = 50 if log_every_n_steps is None else log_every_n_steps
+        self.accumulate_grad_batches = accumulate_grad_batches
+        self.gradient_clip_val = gradient_clip_val
+        self.gradient_clip_algorithm = gradient_clip_algorithm
+        self.inference_mode = inference_mode
+        self.default_root_dir = os.fspath(default_root_dir) if default_root_dir is not None else os.getcwd()
+        self.enable_checkpointing = enable_checkpointing is not False
+        self.enable_progress_bar = enable_progress_bar is not False
+        self.enable_model_summary = enable_model_summary is not False
+        self.deterministic = deterministic
+        if deterministic:
+            _set_deterministic(warn_only=deterministic == "warn")
+
+        self.strategy: Strategy = SingleDeviceStrategy(device)
+        self.precision_plugin: Precision = make_precision(precision, device.type)
+        self.precision = self.precision_plugin.name
+        self.callbacks: list[Callback] = _as_list(callbacks)
+        for callback in self.callbacks:
+            check_removed_hooks(callback, REMOVED_CALLBACK_HOOKS, "Callback")
+        self.loggers: list[Any] = _make_loggers(logger, self.default_root_dir)
+
+        self.lightning_module: LightningModule = None  # type: ignore[assignment]
+        self.datamodule: LightningDataModule | None = None
+        self.optimizers: list[torch.optim.Optimizer] = []
+        self.lr_scheduler_configs: list[LRSchedulerConfig] = []
+        self._lightning_optimizers: list[LightningOptimizer] = []
+        self.callback_metrics: dict[str, torch.Tensor] = {}
+        self.logged_metrics: dict[str, torch.Tensor] = {}
+        self.progress_bar_metrics: dict[str, torch.Tensor] = {}
+        self.should_stop = False
+        self.validating = self.testing = False
+        self.state_fn: str | None = None
+        self.ckpt_path: str | None = None
+        self._loop = Loop(self)
+        self._sources: dict[str, Any] = {}
+
+    # ================================================================== entry points
+    def fit(
+        self,
+        model: LightningModule,
+        train_dataloaders: Any = None,
+        val_dataloaders: Any = None,
+        datamodule: LightningDataModule | None = None,
+        ckpt_path: str | None = None,
+    ) -> None:
+        """Train ``model``; validates along the way when it has ``validation_step`` and validation data.
+
+        Called on the driver. ``ckpt_path`` ("last", "best" or a path) resumes from a checkpoint.
+        """
+        if isinstance(train_dataloaders, LightningDataModule):
+            datamodule, train_dataloaders = train_dataloaders, None
+        self._attach(model, datamodule, "fit", train=train_dataloaders, val=val_dataloaders)
+        if not self._has_step("training_step"):
+            raise MisconfigurationError(
+                f"`{type(model).__name__}` has no `training_step(self, batch, batch_idx)`; define it to train."
+            )
+        if not _overrides(model, "configure_optimizers"):
+            raise MisconfigurationError(
+                f"`{type(model).__name__}` has no `configure_optimizers`. Define it and return an optimizer, "
+                "e.g. `return torch.optim.Adam(self.parameters(), lr=1e-3)`."
+            )
+        if not model.automatic_optimization and self.gradient_clip_val:
+            raise MisconfigurationError(
+                f"`Trainer(gradient_clip_val={self.gradient_clip_val})` works with automatic optimization only. "
+                "With `automatic_optimization = False`, call `self.clip_gradients(opt, gradient_clip_val=...)` "
+                "in `training_step` before `opt.step()`, and remove `gradient_clip_val` from the Trainer."
+            )
+        if not model.automatic_optimization and self.accumulate_grad_batches != 1:
+            raise MisconfigurationError(
+                "`accumulate_grad_batches` works with automatic optimization only; with manual optimization "
+                "step the optimizer every N batches yourself."
+            )
+        self.ckpt_path = ckpt_path
+        self.should_stop = False
+        self._run(self._loop.fit)
+
+    def validate(
+        self,
+        model: LightningModule | None = None,
+        dataloaders: Any = None,
+        ckpt_path: str | None = None,
+        verbose: bool = True,
+        datamodule: LightningDataModule | None = None,
+    ) -> list[dict[str, float]]:
+        """Run one validation epoch; returns the logged epoch metrics, one dict per dataloader. Driver."""
+        return self._evaluate("validate", model, dataloaders, ckpt_path, verbose, datamodule)
+
+    def test(
+        self,
+        model: LightningModule | None = None,
+        dataloaders: Any = None,
+        ckpt_path: str | None = None,
+        verbose: bool = True,
+        datamodule: LightningDataModule | None = None,
+    ) -> list[dict[str, float]]:
+        """Run one test epoch; returns the logged epoch metrics, one dict per dataloader. Driver."""
+        return self._evaluate("test", model, dataloaders, ckpt_path, verbose, datamodule)
+
+    def predict(
+        self,
+        model: LightningModule | None = None,
+        dataloaders: Any = None,
+        datamodule: LightningDataModule | None = None,
+        return_predictions: bool = True,
+        ckpt_path: str | None = None,
+    ) -> list[Any] | None:
+        """Run ``predict_step`` over the predict data; returns the outputs (a list per dataloader). Driver."""
+        if isinstance(dataloaders, LightningDataModule):
+            datamodule, dataloaders = dataloaders, None
+        self._attach(model, datamodule, "predict", predict=dataloaders)
+        self.ckpt_path = ckpt_path
+        predictions = self._run(self._loop.run_predict)
+        return predictions if return_predictions else None
+
+    def _evaluate(
+        self,
+        stage: str,
+        model: LightningModule | None,
+        dataloaders: Any,
+        ckpt_path: str | None,
+        verbose: bool,
+        datamodule: LightningDataModule | None,
+    ) -> list[dict[str, float]]:
+        if isinstance(dataloaders, LightningDataModule):
+            datamodule, dataloaders = dataloaders, None
+        key = "val" if stage == "validate" else "test"
+        self._attach(model, datamodule, stage, **{key: dataloaders})
+        step = "validation_step" if stage == "validate" else "test_step"
+        if not self._has_step(step):
+            raise MisconfigurationError(f"`{type(self.lightning_module).__name__}` has no `{step}`; define it to {stage}.")
+        self.ckpt_path = ckpt_path
+        results = self._run(lambda: self._loop.run_evaluation(stage))
+        if verbose and self.is_global_zero:
+            _print_results(stage, results)
+        return results
+
+    def _attach(self, model: LightningModule | None, datamodule: LightningDataModule | None, fn: str, **sources: Any) -> None:
+        if model is None:
+            if self.lightning_module is None:
+                raise MisconfigurationError(f"`Trainer.{fn}` needs a model: pass `{fn}(model, ...)`.")
+            model = self.lightning_module
+        if not isinstance(model, LightningModule):
+            raise MisconfigurationError(
+                f"`Trainer.{fn}` expects a `lightray.LightningModule`, got {type(model).__name__}. If it is a "
+                "Lightning module, change its import to `import lightray as pl`."
+            )
+        check_removed_hooks(model, REMOVED_MODULE_HOOKS, "LightningModule")
+        given = {k: v for k, v in sources.items() if v is not None}
+        if given and datamodule is not None:
+            raise MisconfigurationError(
+                f"`Trainer.{fn}` got both dataloaders and a datamodule; pass one of them."
+            )
+        model.trainer = self
+        if datamodule is not None:
+            datamodule.trainer = self
+        self.lightning_module, self.datamodule = model, datamodule
+        self._sources = given
+        self.state_fn = fn
+        loop = Loop(self)
+        if self._loop.stage is not None:
+            loop.state = self._loop.state  # validate/test after fit keep the epoch and step counters
+        self._loop = loop
+        self._attach_model_callbacks(model)
+        loop.index_callbacks()
+
+    def _attach_model_callbacks(self, model: LightningModule) -> None:
+        extra = _as_list(model.configure_callbacks())
+        if extra:
+            types_ = {type(cb) for cb in extra}
+            self.callbacks = [cb for cb in self.callbacks if type(cb) not in types_] + extra
+        # callbacks that save checkpoints run last, so they see what the others did (as in Lightning)
+        self.callbacks.sort(key=lambda cb: bool(getattr(cb, "_saves_checkpoints", False)))
+
+    def _run(self, fn: Any) -> Any:
+        try:
+            return fn()
+        except BaseException as exception:
+            self._loop.call_callbacks("on_exception", exception)
+            if self.datamodule is not None:
+                self.datamodule.on_exception(exception)
+            for logger in self.loggers:
+                logger.finalize("failed")
+            raise
+        finally:
+            if self.lightning_module is not None:
+                self._loop.metrics.current_fx = None
+            for logger in self.loggers:
+                logger.save()
+
+    def _dataloader_source(self, key: str) -> Any:
+        """The loader(s) for ``key``: passed to the entry point, else the datamodule's, else the module's."""
+        if key in self._sources:
+            return self._sources[key]
+        method = f"{key}_dataloader"
+        owner = self.datamodule if self.datamodule is not None and _overrides(self.datamodule, method) else self.lightning_module
+        self._loop.metrics.current_fx = method
+        return getattr(owner, method)()
+
+    def _has_dataloader_source(self, key: str) -> bool:
+        method = f"{key}_dataloader"
+        return key in self._sources or any(
+            owner is not None and _overrides(owner, method) for owner in (self.datamodule, self.lightning_module)
+        )
+
+    def _has_step(self, name: str) -> bool:
+        return _overrides(self.lightning_module, name)
+
+    def _restore_checkpoint_for_fit(self) -> None:
+        if self.ckpt_path is not None:
+            from lightray.checkpoint import restore_training_state
+
+            restore_training_state(self, self.ckpt_path)
+
+    def _restore_checkpoint_for_eval(self) -> None:
+        if self.ckpt_path is not None:
+            from lightray.checkpoint import restore_weights
+
+            restore_weights(self, self.ckpt_path)
+
+    def save_checkpoint(self, filepath: str | os.PathLike, weights_only: bool = False) -> None:
+        """Write a checkpoint of the current training state to ``filepath`` (local path or URI), atomically."""
+        from lightray.checkpoint import save_trainer_checkpoint
+
+        save_trainer_checkpoint(self, os.fspath(filepath), weights_only=weights_only)
+
+    # ================================================================== state
+    @property
+    def model(self) -> torch.nn.Module:
+        """The model the loop steps: the LightningModule, or its DDP wrapper under Ray."""
+        return self.strategy.model if self.strategy.model is not None else self.lightning_module
+
+    @property
+    def current_epoch(self) -> int:
+        return self._loop.state.epoch
+
+    @property
+    def global_step(self) -> int:
+        return self._loop.state.global_step
+
+    @property
+    def global_rank(self) -> int:
+        return self.strategy.global_rank
+
+    @property
+    def local_rank(self) -> int:
+        return self.strategy.local_rank
+
+    @property
+    def node_rank(self) -> int:
+        return self.strategy.node_rank
+
+    @property
+    def world_size(self) -> int:
+        return self.strategy.world_size
+
+    @property
+    def is_global_zero(self) -> bool:
+        return self.strategy.is_global_zero
+
+    @property
+    def sanity_checking(self) -> bool:
+        return self._loop.sanity_checking
+
+    @property
+    def training(self) -> bool:
+        return self.state_fn == "fit" and not (self.validating or self.sanity_checking)
+
+    @property
+    def logger(self) -> Any:
+        return self.loggers[0] if self.loggers else None
+
+    @property
+    def log_dir(self) -> str:
+        logger = self.logger
+        if logger is not None and getattr(logger, "log_dir", None):
+            return str(logger.log_dir)
+        return self.default_root_dir
+
+    @property
+    def num_training_batches(self) -> float:
+        return self._loop.num_training_batches
+
+    @property
+    def num_val_batches(self) -> list[float]:
+        return self._loop.num_val_batches
+
+    @property
+    def train_dataloader(self) -> Iterable | None:
+        return self._loop.train_loader
+
+    @property
+    def val_dataloaders(self) -> Any:
+        loaders = self._loop.val_loaders
+        return loaders[0] if len(loaders) == 1 else loaders or None
+
+    @property
+    def estimated_stepping_batches(self) -> int | float:
+        """Optimizer steps this fit will take (for schedulers such as OneCycleLR); loads the train data."""
+        self._loop.load_train_data()
+        if self.max_steps != -1:
+            return self.max_steps
+        if self.max_epochs == -1:
+            return math.inf
+        per_epoch = math.ceil(self.num_training_batches / self.accumulate_grad_batches)
+        return per_epoch * max(self.max_epochs, 1)
+
+    @property
+    def checkpoint_callback(self) -> Any:
+        found = self.checkpoint_callbacks
+        return found[0] if found else None
+
+    @property
+    def checkpoint_callbacks(self) -> list[Any]:
+        return [cb for cb in self.callbacks if getattr(cb, "_saves_checkpoints", False)]
+
+    @property
+    def early_stopping_callback(self) -> Any:
+        found = [cb for cb in self.callbacks if type(cb).__name__ == "EarlyStopping"]
+        return found[0] if found else None
+
+
+# ====================================================================== helpers
+def _overrides(obj: Any, name: str) -> bool:
+    from lightray.hooks import DataHooks
+
+    bases = (LightningModule, LightningDataModule, DataHooks)
+    func = getattr(type(obj), name, None)
+    return func is not None and all(func is not getattr(base, name, None) for base in bases)
+
+
+def _as_list(callbacks: Any) -> list[Any]:
+    if callbacks is None:
+        return []
+    if isinstance(callbacks, Sequence):
+        return list(callbacks)
+    return [callbacks]
+
+
+def _check_limit(name: str, value: Any) -> list[str]:
+    if value is None:
+        return []
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return [f"{name}={value!r}: must be an int (batches) or a float in [0.0, 1.0] (a fraction)"]
+    if isinstance(value, float) and not 0.0 <= value <= 1.0:
+        return [f"{name}={value}: a float is a fraction and must be in [0.0, 1.0]; pass an int to count batches"]
+    if isinstance(value, int) and value < 0:
+        return [f"{name}={value}: must be >= 0"]
+    return []
+
+
+def _parse_max_time(value: Any) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, datetime.timedelta):
+        return value.total_seconds()
+    if isinstance(value, dict):
+        return datetime.timedelta(**value).total_seconds()
+    if isinstance(value, str) and re.fullmatch(r"\d+:\d{1,2}:\d{1,2}:\d{1,2}", value):
+        days, hours, minutes, seconds = (int(p) for p in value.split(":"))
+        return datetime.timedelta(days=days, hours=hours, minutes=minutes, seconds=seconds).total_seconds()
+    raise ValueError(f"max_time={value!r}: use 'DD:HH:MM:SS', a datetime.timedelta or a dict like {{'hours': 1}}")
+
+
+def _select_device(accelerator: str, devices: Any) -> torch.device:
+    accelerator = str(accelerator).lower()
+    if accelerator not in ("auto", "cpu", "gpu", "cuda"):
+        raise ValueError(f"accelerator={accelerator!r}: use 'auto', 'cpu' or 'gpu'")
+    want_gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
+    if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
+        raise ValueError(f"accelerator={accelerator!r} but no CUDA GPU is visible; use 'cpu' or 'auto'")
+    index = 0
+    if isinstance(devices, list | tuple):
+        if len(devices) != 1:
+            raise ValueError(
+                f"devices={devices!r}: a local Trainer uses one device; for several, use Ray workers "
+                "(`Trainer(num_workers=N)`)"
+            )
+        index = int(devices[0])
+    elif devices not in ("auto", 1, "1", -1, "-1") and not (want_gpu is False and devices in ("auto",)):
+        if str(devices).isdigit() and int(devices) > 1:
+            raise ValueError(
+                f"devices={devices!r}: a local Trainer uses one device; for several, use Ray workers "
+                "(`Trainer(num_workers=N)`)"
+            )
+        raise ValueError(f"devices={devices!r}: use 'auto', 1 or [index]")
+    return torch.device("cuda", index) if want_gpu else torch.device("cpu")
+
+
+def _set_deterministic(warn_only: bool) -> None:
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True, warn_only=warn_only)
+    torch.backends.cudnn.benchmark = False
+
+
+def _make_loggers(logger: Any, root_dir: str) -> list[Any]:
+    if logger is False or logger is None:
+        return []
+    if logger is True:
+        from lightray.loggers import CSVLogger
+
+        return [CSVLogger(root_dir)]
+    return list(logger) if isinstance(logger, Sequence) else [logger]
+
+
+def _print_results(stage: str, results: list[dict[str, float]]) -> None:
+    if not results or not any(results):
+        return
+    title = "Validate metric" if stage == "validate" else "Test metric"
+    for idx, metrics in enumerate(results):
+        width = max([len(title), *(len(k) for k in metrics)]) + 2
+        print("─" * (width + 24))
+        print(f"{title:<{width}}DataLoader {idx}")
+        print("─" * (width + 24))
+        for key, value in sorted(metrics.items()):
+            print(f"{key:<{width}}{value:.6g}")
+        print("─" * (width + 24))

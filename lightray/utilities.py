@@ -1,0 +1,70 @@
+"""Small helpers shared across lightray."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import torch
+
+
+class AttributeDict(dict):
+    """A dict whose keys are also attributes: ``hparams.lr`` and ``hparams["lr"]``."""
+
+    def __getattr__(self, key: str) -> Any:
+        try:
+            return self[key]
+        except KeyError as err:
+            raise AttributeError(f"No hyperparameter named {key!r}; known: {sorted(self)}") from err
+
+    def __setattr__(self, key: str, value: Any) -> None:
+        self[key] = value
+
+    def __delattr__(self, key: str) -> None:
+        del self[key]
+
+
+def apply_to_tensors(data: Any, fn: Callable[[torch.Tensor], Any]) -> Any:
+    """Apply ``fn`` to every tensor in a nest of lists, tuples, dicts and dataclass-free containers."""
+    if isinstance(data, torch.Tensor):
+        return fn(data)
+    if isinstance(data, Mapping):
+        return type(data)({k: apply_to_tensors(v, fn) for k, v in data.items()})  # type: ignore[call-arg]
+    if isinstance(data, tuple) and hasattr(data, "_fields"):  # namedtuple
+        return type(data)(*(apply_to_tensors(v, fn) for v in data))
+    if isinstance(data, Sequence) and not isinstance(data, str):
+        return type(data)(apply_to_tensors(v, fn) for v in data)  # type: ignore[call-arg]
+    return data
+
+
+def move_to_device(batch: Any, device: torch.device) -> Any:
+    """Move every tensor of ``batch`` to ``device``; objects with a ``.to`` method are moved too."""
+
+    def move(t: torch.Tensor) -> torch.Tensor:
+        return t.to(device, non_blocking=device.type == "cuda")
+
+    if hasattr(batch, "to") and not isinstance(batch, torch.Tensor | Mapping | Sequence):
+        return batch.to(device)
+    return apply_to_tensors(batch, move)
+
+
+def infer_batch_size(batch: Any) -> int:
+    """The size of the first dimension of the first tensor in ``batch`` (1 if there is none)."""
+    if isinstance(batch, torch.Tensor):
+        return int(batch.shape[0]) if batch.ndim else 1
+    if isinstance(batch, Mapping):
+        for value in batch.values():
+            return infer_batch_size(value)
+    elif isinstance(batch, Sequence) and not isinstance(batch, str):
+        for value in batch:
+            return infer_batch_size(value)
+    return 1
+
+
+def is_overridden(name: str, obj: object, base: type) -> bool:
+    """Whether ``obj``'s class (or the instance itself) replaces ``base.<name>``."""
+    attr = getattr(obj, name, None)
+    if attr is None:
+        return False
+    func = getattr(attr, "__func__", attr)
+    return func is not getattr(base, name, None)
