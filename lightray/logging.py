@@ -51,7 +51,7 @@ _REDUCE_ALIASES: dict[Any, str] = {torch.mean: "mean", torch.sum: "sum", torch.m
 
 
 def _is_torchmetric(value: Any) -> bool:
-    return all(hasattr(value, name) for name in ("update", "compute", "reset")) and isinstance(
+    return not isinstance(value, torch.Tensor) and all(hasattr(value, name) for name in ("update", "compute", "reset")) and isinstance(
         value, torch.nn.Module
     )
 

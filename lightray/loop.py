@@ -46,7 +46,7 @@ class _StepResult:
     def as_output(self) -> dict[str, Any]:
         if self.closure_loss is None:
             return {}
-        return {"loss": self.closure_loss.detach().clone(), **self.extra}
+        return {"loss": self.closure_loss.detach(), **self.extra}
 
 
 class Loop:
@@ -64,14 +64,30 @@ class Loop:
         self.sanity_checking = False
         self.stage: str | None = None  # "fit", "validate", "test", "predict"
         self._callbacks_by_hook: dict[str, list[Callback]] = {}
+        self._skipped_module_hooks: set[str] = set()
+        self._data_hook_owner: dict[str, Any] = {}
         self._fit_start_time = 0.0
         self._closure_result: _StepResult | None = None
 
     # ================================================================== hook dispatch
-    def index_callbacks(self) -> None:
-        """Remember which callbacks override each hook, so the per-step cost is the callbacks that care."""
+    def index_hooks(self) -> None:
+        """Remember who overrides each hook, so a step pays only for the hooks that do something."""
         from lightray.callbacks.callback import Callback
+        from lightray.hooks import NOOP_HOOKS, DataHooks
 
+        module, datamodule = self.trainer.lightning_module, self.trainer.datamodule
+        self._skipped_module_hooks = {
+            name for name in NOOP_HOOKS if getattr(type(module), name) is NOOP_HOOKS[name]
+        }
+        self._data_hook_owner = {}
+        for name in ("on_before_batch_transfer", "transfer_batch_to_device", "on_after_batch_transfer"):
+            base = getattr(DataHooks, name)
+            if datamodule is not None and getattr(type(datamodule), name) is not base:
+                self._data_hook_owner[name] = datamodule
+            elif getattr(type(module), name) is not base:
+                self._data_hook_owner[name] = module
+            elif name == "transfer_batch_to_device" and self.trainer.strategy.root_device.type != "cpu":
+                self._data_hook_owner[name] = module  # loaders yield CPU tensors: only other devices need a move
         self._callbacks_by_hook = {}
         for name in vars(Callback):
             if name.startswith("on_") or name in ("setup", "teardown"):
@@ -80,13 +96,18 @@ class Loop:
                 ]
 
     def call_callbacks(self, name: str, *args: Any, monitoring: bool | None = None) -> None:
+        callbacks = self._callbacks_by_hook.get(name)
+        if not callbacks:
+            return
         trainer, module = self.trainer, self.trainer.lightning_module
         self.metrics.current_fx = name
-        for callback in self._callbacks_by_hook.get(name, ()):
+        for callback in callbacks:
             if monitoring is None or getattr(callback, "_monitors_epoch_end", False) == monitoring:
                 getattr(callback, name)(trainer, module, *args)
 
     def call_module(self, name: str, *args: Any, **kwargs: Any) -> Any:
+        if name in self._skipped_module_hooks:
+            return None
         self.metrics.current_fx = name
         return getattr(self.trainer.lightning_module, name)(*args, **kwargs)
 
@@ -95,15 +116,13 @@ class Loop:
         self.call_callbacks(name, *args)
         self.call_module(name, *args)
 
-    def call_data_hook(self, name: str, *args: Any) -> Any:
+    def call_data_hook(self, name: str, batch: Any, *args: Any) -> Any:
         """Batch-transfer hooks: the datamodule's when it overrides them, else the module's."""
-        from lightray.hooks import DataHooks
-
-        datamodule = self.trainer.datamodule
+        owner = self._data_hook_owner.get(name)
+        if owner is None:
+            return batch  # the default hook returns the batch unchanged
         self.metrics.current_fx = name
-        if datamodule is not None and getattr(type(datamodule), name) is not getattr(DataHooks, name):
-            return getattr(datamodule, name)(*args)
-        return getattr(self.trainer.lightning_module, name)(*args)
+        return getattr(owner, name)(batch, *args)
 
     def to_device(self, batch: Any, dataloader_idx: int) -> Any:
         batch = self.call_data_hook("on_before_batch_transfer", batch, dataloader_idx)
@@ -363,6 +382,7 @@ class Loop:
         zero_grad = batch_idx % accumulate == 0
 
         def closure() -> torch.Tensor | None:
+            self.metrics.current_fx = "training_step"
             with trainer.precision_plugin.forward_context():
                 output = trainer.strategy.training_step(*args)
             result = self._automatic_result(output, accumulate)
@@ -414,6 +434,7 @@ class Loop:
 
     def manual_step(self, args: tuple) -> dict[str, Any]:
         trainer = self.trainer
+        self.metrics.current_fx = "training_step"
         with trainer.precision_plugin.forward_context():
             output = trainer.strategy.training_step(*args)
         if output is None:
@@ -591,6 +612,7 @@ class Loop:
                     batch = self.to_device(batch, dl_idx)
                     hook_args: tuple = (batch, batch_idx, dl_idx) if len(loaders) > 1 else (batch, batch_idx)
                     self.call_hook("on_predict_batch_start", *hook_args)
+                    self.metrics.current_fx = "predict_step"
                     with trainer.precision_plugin.forward_context():
                         output = trainer.strategy.predict_step(*step_args(batch, batch_idx, dl_idx))
                     self.call_callbacks("on_predict_batch_end", output, *hook_args)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -16,10 +16,10 @@ class Precision:
     """``32-true``: no autocast, no scaling."""
 
     name = "32-true"
+    _no_context = contextlib.nullcontext()
 
-    @contextlib.contextmanager
-    def forward_context(self) -> Iterator[None]:
-        yield
+    def forward_context(self) -> contextlib.AbstractContextManager:
+        return self._no_context
 
     def scale_loss(self, loss: torch.Tensor) -> torch.Tensor:
         return loss
@@ -51,10 +51,8 @@ class MixedPrecision(Precision):
         use_scaler = self.dtype == torch.float16 and device_type == "cuda"
         self.scaler = torch.amp.GradScaler(device_type) if use_scaler else None
 
-    @contextlib.contextmanager
-    def forward_context(self) -> Iterator[None]:
-        with torch.autocast(self.device_type, dtype=self.dtype):
-            yield
+    def forward_context(self) -> contextlib.AbstractContextManager:
+        return torch.autocast(self.device_type, dtype=self.dtype)
 
     def scale_loss(self, loss: torch.Tensor) -> torch.Tensor:
         return self.scaler.scale(loss) if self.scaler is not None else loss

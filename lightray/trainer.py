@@ -298,7 +298,7 @@ class Trainer:
             loop.state = self._loop.state  # validate/test after fit keep the epoch and step counters
         self._loop = loop
         self._attach_model_callbacks(model)
-        loop.index_callbacks()
+        loop.index_hooks()
 
     def _attach_model_callbacks(self, model: LightningModule) -> None:
         extra = _as_list(model.configure_callbacks())

@@ -136,3 +136,87 @@ def make_tiny_model(pl: Any) -> type:
             return self._loader()
 
     return TinyModel
+
+
+def make_compare_model(pl: Any) -> type:
+    """A configurable model for comparing lightray with Lightning: optimizer, scheduler, manual mode."""
+    RecordingModule, _ = make_recorder(pl)
+
+    class CompareModel(RecordingModule):  # type: ignore[misc, valid-type]
+        def __init__(self, calls: list[str], optim: str = "sgd", sched: str | None = None,
+                     manual: bool = False, n: int = 96, batch_size: int = 8, shuffle: bool = False) -> None:
+            super().__init__()
+            self.calls, self.optim, self.sched = calls, optim, sched
+            self.automatic_optimization = not manual
+            self.body = nn.Sequential(nn.Linear(8, 16), nn.Tanh(), nn.Linear(16, 1))
+            self.critic = nn.Linear(1, 1)
+            g = torch.Generator().manual_seed(1)
+            self.x = torch.randn(n, 8, generator=g)
+            self.y = torch.randn(n, 1, generator=g)
+            self.batch_size, self.shuffle = batch_size, shuffle
+            self.losses: list[float] = []
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.body(x)
+
+        def training_step(self, batch: Any, batch_idx: int) -> Any:
+            self.calls.append("training_step")
+            x, y = batch
+            if self.automatic_optimization:
+                loss = nn.functional.mse_loss(self(x), y)
+                self.losses.append(loss.item())
+                self.log("train_loss", loss, prog_bar=True)
+                return {"loss": loss, "extra": loss.detach() * 2}
+            opt_a, opt_b = self.optimizers()
+            self.toggle_optimizer(opt_a)
+            loss_a = nn.functional.mse_loss(self(x), y)
+            self.manual_backward(loss_a)
+            self.clip_gradients(opt_a, gradient_clip_val=0.5, gradient_clip_algorithm="norm")
+            opt_a.step()
+            opt_a.zero_grad()
+            self.untoggle_optimizer(opt_a)
+            self.toggle_optimizer(opt_b)
+            loss_b = nn.functional.mse_loss(self.critic(self(x).detach()), y)
+            self.manual_backward(loss_b)
+            opt_b.step()
+            opt_b.zero_grad()
+            self.untoggle_optimizer(opt_b)
+            self.losses += [loss_a.item(), loss_b.item()]
+            self.log_dict({"loss_a": loss_a, "loss_b": loss_b})
+            return None
+
+        def validation_step(self, batch: Any, batch_idx: int) -> None:
+            self.calls.append("validation_step")
+            x, y = batch
+            self.log("val_loss", nn.functional.mse_loss(self(x), y))
+
+        def configure_optimizers(self) -> Any:
+            self.calls.append("configure_optimizers")
+            if not self.automatic_optimization:
+                return [torch.optim.SGD(self.body.parameters(), lr=0.05),
+                        torch.optim.Adam(self.critic.parameters(), lr=0.01)]
+            if self.optim == "adam":
+                opt = torch.optim.Adam(self.parameters(), lr=0.01)
+            else:
+                opt = torch.optim.SGD(self.parameters(), lr=0.05, momentum=0.9)
+            if self.sched == "steplr":
+                return [opt], [torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.5)]
+            if self.sched == "steplr_step":
+                sched = torch.optim.lr_scheduler.StepLR(opt, step_size=2, gamma=0.7)
+                return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step", "frequency": 2}}
+            if self.sched == "plateau":
+                sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, patience=0, factor=0.5)
+                return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "monitor": "val_loss"}}
+            return opt
+
+        def train_dataloader(self) -> DataLoader:
+            self.calls.append("train_dataloader")
+            g = torch.Generator().manual_seed(2)
+            return DataLoader(TensorDataset(self.x, self.y), batch_size=self.batch_size,
+                              shuffle=self.shuffle, generator=g)
+
+        def val_dataloader(self) -> DataLoader:
+            self.calls.append("val_dataloader")
+            return DataLoader(TensorDataset(self.x[:32], self.y[:32]), batch_size=self.batch_size)
+
+    return CompareModel
