@@ -77,8 +77,14 @@ def framework(pl: object, epochs: int) -> float:
     timer = Timer()
     with tempfile.TemporaryDirectory() as root:
         trainer = pl.Trainer(  # type: ignore[attr-defined]
-            max_epochs=epochs, callbacks=[timer], default_root_dir=root, enable_progress_bar=False,
-            enable_checkpointing=False, enable_model_summary=False, accelerator="cpu", devices=1,
+            max_epochs=epochs,
+            callbacks=[timer],
+            default_root_dir=root,
+            enable_progress_bar=False,
+            enable_checkpointing=False,
+            enable_model_summary=False,
+            accelerator="cpu",
+            devices=1,
         )
         trainer.fit(MLP(), make_loader())
     return timer.rate
@@ -88,9 +94,14 @@ def import_time(module: str, repeats: int = 5) -> float:
     times = []
     for _ in range(repeats):
         out = subprocess.run(
-            [sys.executable, "-c", f"import time; t = time.perf_counter(); import {module}; "
-             "print(time.perf_counter() - t)"],
-            capture_output=True, text=True, check=True,
+            [
+                sys.executable,
+                "-c",
+                f"import time; t = time.perf_counter(); import {module}; print(time.perf_counter() - t)",
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
         )
         times.append(float(out.stdout.strip().splitlines()[-1]))
     return statistics.median(times)
@@ -131,8 +142,10 @@ def main() -> None:
     print(f"  lightning / plain loop: {pl_plain:.3f}x [{best['lightning'] / best['plain']:.3f}x]")
 
     ours, theirs = import_time("lightray"), import_time("pytorch_lightning")
-    print(f"\nimport lightray {ours:.2f} s, import pytorch_lightning {theirs:.2f} s: "
-          f"{ours / theirs:.2f}x  (target <= 0.5)")
+    print(
+        f"\nimport lightray {ours:.2f} s, import pytorch_lightning {theirs:.2f} s: "
+        f"{ours / theirs:.2f}x  (target <= 0.5)"
+    )
 
 
 if __name__ == "__main__":

@@ -69,9 +69,7 @@ class StepArgs:
         except (TypeError, ValueError):
             params = {}  # type: ignore[assignment]
         var_args = any(p.kind is inspect.Parameter.VAR_POSITIONAL for p in params.values())
-        positional = [
-            p for p in params.values() if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
-        ]
+        positional = [p for p in params.values() if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
         self.with_batch_idx = var_args or len(positional) >= 2 or "batch_idx" in params
         self.with_dataloader_idx = pass_dataloader_idx and (
             var_args or len(positional) >= 3 or "dataloader_idx" in params

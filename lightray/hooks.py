@@ -58,9 +58,7 @@ class ModelHooks:
     def on_validation_batch_start(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
         """Called before validation_step."""
 
-    def on_validation_batch_end(
-        self, outputs: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0
-    ) -> None:
+    def on_validation_batch_end(self, outputs: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
         """Called after validation_step."""
 
     def on_test_batch_start(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
@@ -72,9 +70,7 @@ class ModelHooks:
     def on_predict_batch_start(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
         """Called before predict_step."""
 
-    def on_predict_batch_end(
-        self, outputs: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0
-    ) -> None:
+    def on_predict_batch_end(self, outputs: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
         """Called after predict_step."""
 
     def on_validation_model_zero_grad(self) -> None:
@@ -170,9 +166,7 @@ class DataHooks:
 
     def test_dataloader(self) -> Any:
         """Return the test DataLoader(s)."""
-        raise MisconfigurationError(
-            "`test_dataloader` must be implemented to test: define it, or pass `dataloaders=`."
-        )
+        raise MisconfigurationError("`test_dataloader` must be implemented to test: define it, or pass `dataloaders=`.")
 
     def predict_dataloader(self) -> Any:
         """Return the predict DataLoader(s)."""

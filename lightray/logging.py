@@ -51,8 +51,10 @@ _REDUCE_ALIASES: dict[Any, str] = {torch.mean: "mean", torch.sum: "sum", torch.m
 
 
 def _is_torchmetric(value: Any) -> bool:
-    return not isinstance(value, torch.Tensor) and all(hasattr(value, name) for name in ("update", "compute", "reset")) and isinstance(
-        value, torch.nn.Module
+    return (
+        not isinstance(value, torch.Tensor)
+        and all(hasattr(value, name) for name in ("update", "compute", "reset"))
+        and isinstance(value, torch.nn.Module)
     )
 
 
@@ -137,8 +139,9 @@ class MetricStore:
         on_step = default_step if on_step is None else on_step
         on_epoch = default_epoch if on_epoch is None else on_epoch
         if on_step and not step_allowed:
-            raise MisconfigurationError(f"`self.log({name!r}, on_step=True)` is not possible in `{fx}`; "
-                                        "log it with on_step=False.")
+            raise MisconfigurationError(
+                f"`self.log({name!r}, on_step=True)` is not possible in `{fx}`; log it with on_step=False."
+            )
         reduce = _REDUCE_ALIASES.get(reduce_fx, reduce_fx)
         if reduce not in _REDUCE:
             raise MisconfigurationError(
@@ -166,7 +169,7 @@ class MetricStore:
         entry.seen = True
         if on_step and tensor is not None:
             entry.step_value = self.strategy.reduce(tensor, "mean") if sync_dist else tensor
-        if on_epoch and metric is None:
+        if on_epoch and metric is None and tensor is not None:
             if batch_size is None:
                 batch_size = infer_batch_size(self.batch) if reduce == "mean" else 1
             entry.update(tensor, batch_size)

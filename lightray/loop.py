@@ -76,9 +76,7 @@ class Loop:
         from lightray.hooks import NOOP_HOOKS, DataHooks
 
         module, datamodule = self.trainer.lightning_module, self.trainer.datamodule
-        self._skipped_module_hooks = {
-            name for name in NOOP_HOOKS if getattr(type(module), name) is NOOP_HOOKS[name]
-        }
+        self._skipped_module_hooks = {name for name in NOOP_HOOKS if getattr(type(module), name) is NOOP_HOOKS[name]}
         self._data_hook_owner = {}
         for name in ("on_before_batch_transfer", "transfer_batch_to_device", "on_after_batch_transfer"):
             base = getattr(DataHooks, name)
@@ -126,7 +124,9 @@ class Loop:
 
     def to_device(self, batch: Any, dataloader_idx: int) -> Any:
         batch = self.call_data_hook("on_before_batch_transfer", batch, dataloader_idx)
-        batch = self.call_data_hook("transfer_batch_to_device", batch, self.trainer.strategy.root_device, dataloader_idx)
+        batch = self.call_data_hook(
+            "transfer_batch_to_device", batch, self.trainer.strategy.root_device, dataloader_idx
+        )
         return self.call_data_hook("on_after_batch_transfer", batch, dataloader_idx)
 
     # ================================================================== set-up shared by all stages
@@ -224,8 +224,9 @@ class Loop:
                 "DataLoader (e.g. a ConcatDataset) or iterate them yourself in one IterableDataset."
             )
         self.train_loader = trainer.strategy.process_dataloader(loader, shuffle=data.is_shuffled(loader))
-        self.num_training_batches = data.limit_batches(self.train_loader, trainer.limit_train_batches,
-                                                       "limit_train_batches")
+        self.num_training_batches = data.limit_batches(
+            self.train_loader, trainer.limit_train_batches, "limit_train_batches"
+        )
         interval = trainer.val_check_interval
         if isinstance(interval, float):
             if math.isinf(self.num_training_batches):
@@ -282,9 +283,9 @@ class Loop:
         trainer, module, state = self.trainer, self.trainer.lightning_module, self.state
         loader = self.train_loader
         assert loader is not None
-        sampler = getattr(loader, "sampler", None)
-        if hasattr(sampler, "set_epoch"):
-            sampler.set_epoch(state.epoch)
+        set_epoch = getattr(getattr(loader, "sampler", None), "set_epoch", None)
+        if set_epoch is not None:
+            set_epoch(state.epoch)
         self.metrics.reset()
         self.call_hook("on_train_epoch_start")
 
@@ -377,7 +378,7 @@ class Loop:
     # ================================================================== optimization
     def automatic_step(self, batch: Any, batch_idx: int, args: tuple, accumulate: int) -> dict[str, Any]:
         """One training batch under automatic optimization, as Lightning orders it."""
-        trainer, module = self.trainer, self.trainer.lightning_module
+        trainer = self.trainer
         optimizer = trainer.optimizers[0]
         zero_grad = batch_idx % accumulate == 0
 
@@ -444,8 +445,7 @@ class Loop:
         if isinstance(output, dict):
             return {k: v.detach() if k == "loss" and isinstance(v, torch.Tensor) else v for k, v in output.items()}
         raise MisconfigurationError(
-            f"In manual optimization `training_step` must return a tensor, a dict or None, "
-            f"got {type(output).__name__}."
+            f"In manual optimization `training_step` must return a tensor, a dict or None, got {type(output).__name__}."
         )
 
     def backward(self, loss: torch.Tensor, optimizer: Optimizer | None, *args: Any, **kwargs: Any) -> None:
@@ -642,5 +642,5 @@ class _NoOptimizer(Optimizer):
     def __init__(self) -> None:
         super().__init__([torch.zeros(1)], {})
 
-    def step(self, closure: Callable[[], Any] | None = None) -> Any:  # type: ignore[override]
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:
         return closure() if closure is not None else None

@@ -224,9 +224,7 @@ class LightningModule(ModelHooks, DataHooks, CheckpointHooks, nn.Module):
         gradient_clip_algorithm: str | None = None,
     ) -> None:
         """Clip the gradients of ``optimizer``'s parameters by norm (default) or by value."""
-        if self.automatic_optimization and (
-            gradient_clip_val is not None or gradient_clip_algorithm is not None
-        ):
+        if self.automatic_optimization and (gradient_clip_val is not None or gradient_clip_algorithm is not None):
             trainer_val = self.trainer.gradient_clip_val
             if trainer_val is not None and gradient_clip_val not in (None, trainer_val):
                 raise MisconfigurationError(
@@ -242,9 +240,7 @@ class LightningModule(ModelHooks, DataHooks, CheckpointHooks, nn.Module):
         elif algorithm == "value":
             torch.nn.utils.clip_grad_value_(params, gradient_clip_val)
         else:
-            raise MisconfigurationError(
-                f"gradient_clip_algorithm={algorithm!r} is unknown; use 'norm' or 'value'."
-            )
+            raise MisconfigurationError(f"gradient_clip_algorithm={algorithm!r} is unknown; use 'norm' or 'value'.")
 
     def configure_gradient_clipping(
         self,
@@ -262,9 +258,7 @@ class LightningModule(ModelHooks, DataHooks, CheckpointHooks, nn.Module):
         else:
             scheduler.step(metric)
 
-    def optimizer_step(
-        self, epoch: int, batch_idx: int, optimizer: Any, optimizer_closure: Any | None = None
-    ) -> None:
+    def optimizer_step(self, epoch: int, batch_idx: int, optimizer: Any, optimizer_closure: Any | None = None) -> None:
         """Step ``optimizer``; the closure runs training_step, zero_grad and backward. Override for warm-up."""
         optimizer.step(closure=optimizer_closure)
 

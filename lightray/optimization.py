@@ -123,9 +123,7 @@ def _scheduler_config(scheduler: Any, monitor: str | None) -> LRSchedulerConfig:
             raise MisconfigurationError("The lr_scheduler dict needs a 'scheduler' key with the scheduler object.")
         interval = scheduler.get("interval", "epoch")
         if interval not in ("step", "epoch"):
-            raise MisconfigurationError(
-                f"lr_scheduler 'interval' is {interval!r}; use 'step' or 'epoch'."
-            )
+            raise MisconfigurationError(f"lr_scheduler 'interval' is {interval!r}; use 'step' or 'epoch'.")
         config = LRSchedulerConfig(
             scheduler=scheduler["scheduler"],
             name=scheduler.get("name"),

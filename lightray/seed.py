@@ -38,7 +38,7 @@ def worker_init_fn(worker_id: int) -> None:
 
 def collect_rng_states() -> dict[str, Any]:
     """Every RNG state the training process owns, in a form ``torch.load(weights_only=True)`` accepts."""
-    np_state = np.random.get_state()
+    np_state: Any = np.random.get_state()
     states: dict[str, Any] = {
         "torch": torch.get_rng_state(),
         "numpy": {

@@ -66,23 +66,34 @@ class Trainer:
         if precision not in PRECISIONS:
             errors.append(f"precision={precision!r}: use one of {list(PRECISIONS)}")
         for name, value in (("max_epochs", max_epochs), ("min_epochs", min_epochs), ("min_steps", min_steps)):
-            if value is not None and (not isinstance(value, int) or value < 0) and not (name == "max_epochs" and value == -1):
-                errors.append(f"{name}={value!r}: must be a non-negative int" + (" (or -1 for no limit)" if name == "max_epochs" else ""))
+            if (
+                value is not None
+                and (not isinstance(value, int) or value < 0)
+                and not (name == "max_epochs" and value == -1)
+            ):
+                errors.append(
+                    f"{name}={value!r}: must be a non-negative int"
+                    + (" (or -1 for no limit)" if name == "max_epochs" else "")
+                )
         if not isinstance(max_steps, int) or max_steps < -1:
             errors.append(f"max_steps={max_steps!r}: must be -1 (no limit) or a non-negative int")
-        for name, value in (
+        for name, limit in (
             ("limit_train_batches", limit_train_batches),
             ("limit_val_batches", limit_val_batches),
             ("limit_test_batches", limit_test_batches),
             ("limit_predict_batches", limit_predict_batches),
         ):
-            errors += _check_limit(name, value)
+            errors += _check_limit(name, limit)
         if val_check_interval is not None:
             if isinstance(val_check_interval, float) and not 0.0 < val_check_interval <= 1.0:
-                errors.append(f"val_check_interval={val_check_interval}: a float must be in (0.0, 1.0]; an int counts batches")
+                errors.append(
+                    f"val_check_interval={val_check_interval}: a float must be in (0.0, 1.0]; an int counts batches"
+                )
             elif isinstance(val_check_interval, int) and val_check_interval < 1:
                 errors.append(f"val_check_interval={val_check_interval}: an int must be >= 1")
-        if check_val_every_n_epoch is not None and (not isinstance(check_val_every_n_epoch, int) or check_val_every_n_epoch < 1):
+        if check_val_every_n_epoch is not None and (
+            not isinstance(check_val_every_n_epoch, int) or check_val_every_n_epoch < 1
+        ):
             errors.append(f"check_val_every_n_epoch={check_val_every_n_epoch!r}: must be an int >= 1 or None")
         if not isinstance(accumulate_grad_batches, int) or accumulate_grad_batches < 1:
             errors.append(f"accumulate_grad_batches={accumulate_grad_batches!r}: must be an int >= 1")
@@ -90,7 +101,9 @@ class Trainer:
             errors.append(f"gradient_clip_val={gradient_clip_val!r}: must be a number >= 0")
         if gradient_clip_algorithm not in (None, "norm", "value"):
             errors.append(f"gradient_clip_algorithm={gradient_clip_algorithm!r}: use 'norm' or 'value'")
-        if num_sanity_val_steps is not None and (not isinstance(num_sanity_val_steps, int) or num_sanity_val_steps < -1):
+        if num_sanity_val_steps is not None and (
+            not isinstance(num_sanity_val_steps, int) or num_sanity_val_steps < -1
+        ):
             errors.append(f"num_sanity_val_steps={num_sanity_val_steps!r}: must be -1 (all) or an int >= 0")
         if log_every_n_steps is not None and (not isinstance(log_every_n_steps, int) or log_every_n_steps < 1):
             errors.append(f"log_every_n_steps={log_every_n_steps!r}: must be an int >= 1")
@@ -264,14 +277,18 @@ class Trainer:
         self._attach(model, datamodule, stage, **{key: dataloaders})
         step = "validation_step" if stage == "validate" else "test_step"
         if not self._has_step(step):
-            raise MisconfigurationError(f"`{type(self.lightning_module).__name__}` has no `{step}`; define it to {stage}.")
+            raise MisconfigurationError(
+                f"`{type(self.lightning_module).__name__}` has no `{step}`; define it to {stage}."
+            )
         self.ckpt_path = ckpt_path
         results = self._run(lambda: self._loop.run_evaluation(stage))
         if verbose and self.is_global_zero:
             _print_results(stage, results)
         return results
 
-    def _attach(self, model: LightningModule | None, datamodule: LightningDataModule | None, fn: str, **sources: Any) -> None:
+    def _attach(
+        self, model: LightningModule | None, datamodule: LightningDataModule | None, fn: str, **sources: Any
+    ) -> None:
         if model is None:
             if self.lightning_module is None:
                 raise MisconfigurationError(f"`Trainer.{fn}` needs a model: pass `{fn}(model, ...)`.")
@@ -284,9 +301,7 @@ class Trainer:
         check_removed_hooks(model, REMOVED_MODULE_HOOKS, "LightningModule")
         given = {k: v for k, v in sources.items() if v is not None}
         if given and datamodule is not None:
-            raise MisconfigurationError(
-                f"`Trainer.{fn}` got both dataloaders and a datamodule; pass one of them."
-            )
+            raise MisconfigurationError(f"`Trainer.{fn}` got both dataloaders and a datamodule; pass one of them.")
         model.trainer = self
         if datamodule is not None:
             datamodule.trainer = self
@@ -329,7 +344,11 @@ class Trainer:
         if key in self._sources:
             return self._sources[key]
         method = f"{key}_dataloader"
-        owner = self.datamodule if self.datamodule is not None and _overrides(self.datamodule, method) else self.lightning_module
+        owner = (
+            self.datamodule
+            if self.datamodule is not None and _overrides(self.datamodule, method)
+            else self.lightning_module
+        )
         self._loop.metrics.current_fx = method
         return getattr(owner, method)()
 

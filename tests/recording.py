@@ -61,8 +61,17 @@ def make_recorder(pl: Any, base_module: type | None = None) -> tuple[type, type]
 
     module_attrs = {h: _recording(h, "", module_base) for h in MODULE_HOOKS if hasattr(module_base, h)}
     # Hooks the module must define itself are recorded by the concrete class (see TinyModel).
-    for name in ("training_step", "validation_step", "test_step", "predict_step", "configure_optimizers",
-                 "train_dataloader", "val_dataloader", "test_dataloader", "predict_dataloader"):
+    for name in (
+        "training_step",
+        "validation_step",
+        "test_step",
+        "predict_step",
+        "configure_optimizers",
+        "train_dataloader",
+        "val_dataloader",
+        "test_dataloader",
+        "predict_dataloader",
+    ):
         module_attrs.pop(name, None)
     RecordingModule = type("RecordingModule", (module_base,), module_attrs)
 
@@ -143,8 +152,16 @@ def make_compare_model(pl: Any) -> type:
     RecordingModule, _ = make_recorder(pl)
 
     class CompareModel(RecordingModule):  # type: ignore[misc, valid-type]
-        def __init__(self, calls: list[str], optim: str = "sgd", sched: str | None = None,
-                     manual: bool = False, n: int = 96, batch_size: int = 8, shuffle: bool = False) -> None:
+        def __init__(
+            self,
+            calls: list[str],
+            optim: str = "sgd",
+            sched: str | None = None,
+            manual: bool = False,
+            n: int = 96,
+            batch_size: int = 8,
+            shuffle: bool = False,
+        ) -> None:
             super().__init__()
             self.calls, self.optim, self.sched = calls, optim, sched
             self.automatic_optimization = not manual
@@ -193,8 +210,10 @@ def make_compare_model(pl: Any) -> type:
         def configure_optimizers(self) -> Any:
             self.calls.append("configure_optimizers")
             if not self.automatic_optimization:
-                return [torch.optim.SGD(self.body.parameters(), lr=0.05),
-                        torch.optim.Adam(self.critic.parameters(), lr=0.01)]
+                return [
+                    torch.optim.SGD(self.body.parameters(), lr=0.05),
+                    torch.optim.Adam(self.critic.parameters(), lr=0.01),
+                ]
             if self.optim == "adam":
                 opt = torch.optim.Adam(self.parameters(), lr=0.01)
             else:
@@ -212,8 +231,9 @@ def make_compare_model(pl: Any) -> type:
         def train_dataloader(self) -> DataLoader:
             self.calls.append("train_dataloader")
             g = torch.Generator().manual_seed(2)
-            return DataLoader(TensorDataset(self.x, self.y), batch_size=self.batch_size,
-                              shuffle=self.shuffle, generator=g)
+            return DataLoader(
+                TensorDataset(self.x, self.y), batch_size=self.batch_size, shuffle=self.shuffle, generator=g
+            )
 
         def val_dataloader(self) -> DataLoader:
             self.calls.append("val_dataloader")

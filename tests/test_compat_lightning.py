@@ -6,9 +6,9 @@ from typing import Any
 
 import pytest
 import torch
+from recording import make_compare_model, make_recorder
 
 import lightray
-from recording import make_compare_model, make_recorder
 
 pl = pytest.importorskip("pytorch_lightning", reason="comparison tests need the dev extra (pytorch-lightning)")
 

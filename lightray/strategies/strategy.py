@@ -7,12 +7,11 @@ serves local runs (CPU or one GPU); the Ray backend supplies a DDP strategy for 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
 
 from lightray.module import LightningModule
 
@@ -74,7 +73,7 @@ class Strategy:
         yield
 
     # ----------------------------------------------------------------- data and collectives
-    def process_dataloader(self, loader: DataLoader, shuffle: bool) -> DataLoader:
+    def process_dataloader(self, loader: Iterable, shuffle: bool) -> Iterable:
         """Give the loader a distributed sampler where there are several processes (no-op here)."""
         return loader
 
