@@ -146,6 +146,17 @@ class Loop:
         self.call_module("setup", stage)
         self.call_module("configure_model")
         trainer.strategy.connect(module)  # configure_model may have created parameters
+        self.log_hyperparams()
+
+    def log_hyperparams(self) -> None:
+        trainer, module, datamodule = self.trainer, self.trainer.lightning_module, self.trainer.datamodule
+        params = dict(module.hparams_initial) if module._log_hyperparams else {}
+        if datamodule is not None:
+            params.update(datamodule.hparams)
+        for logger in trainer.loggers:
+            if params:
+                logger.log_hyperparams(params)
+            logger.save()
 
     def teardown(self, stage: str) -> None:
         datamodule = self.trainer.datamodule
