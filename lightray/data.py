@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import inspect
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
-from torch.utils.data import DataLoader, RandomSampler
+import torch
+from torch.utils.data import DataLoader, RandomSampler, Sampler
 
 from lightray.errors import MisconfigurationError
 
@@ -56,7 +57,7 @@ def limit_batches(loader: Iterable, limit: int | float, name: str) -> float:
 
 
 def is_shuffled(loader: Iterable) -> bool:
-    return isinstance(getattr(loader, "sampler", None), RandomSampler)
+    return isinstance(index_sampler(loader), RandomSampler)
 
 
 class StepArgs:
@@ -81,3 +82,84 @@ class StepArgs:
         if self.with_batch_idx:
             return (batch, batch_idx)
         return (batch,)
+
+
+class ResumableBatchSampler(Sampler[list[int]]):
+    """Wraps a loader's batch sampler so a resumed epoch skips consumed batches without loading them.
+
+    On an ordinary epoch it yields exactly what the wrapped sampler yields, drawing random numbers at
+    the same moments, so wrapping changes nothing. After :meth:`resume`, the next epoch draws its
+    permutation as the interrupted one did, skips ``skip`` index lists, then calls ``after`` (which
+    restores the checkpoint's RNG state) before the first batch is fetched.
+    """
+
+    def __init__(self, batch_sampler: Iterable[list[int]]) -> None:
+        self.batch_sampler = batch_sampler
+        self._skip = 0
+        self._after: Callable[[], None] | None = None
+
+    @property
+    def sampler(self) -> Any:
+        return getattr(self.batch_sampler, "sampler", None)
+
+    def __len__(self) -> int:
+        return len(self.batch_sampler)  # type: ignore[arg-type]
+
+    def resume(self, skip: int, after: Callable[[], None] | None) -> None:
+        self._skip, self._after = skip, after
+
+    def __iter__(self) -> Iterator[list[int]]:
+        skip, after = self._skip, self._after
+        self._skip, self._after = 0, None
+        batches = iter(self.batch_sampler)
+        for _ in range(skip):
+            next(batches, None)
+        if after is not None:
+            after()
+        yield from batches
+
+
+def make_resumable(loader: Iterable) -> Iterable:
+    """The same loader with a :class:`ResumableBatchSampler`; loaders it cannot rebuild come back unchanged."""
+    if type(loader) is not DataLoader or loader.batch_sampler is None:
+        return loader
+    if isinstance(loader.batch_sampler, ResumableBatchSampler):
+        return loader
+    return rebuild_loader(loader, batch_sampler=ResumableBatchSampler(loader.batch_sampler))
+
+
+def rebuild_loader(loader: DataLoader, **changes: Any) -> DataLoader:
+    """A new DataLoader with ``loader``'s settings and ``changes`` (e.g. another sampler)."""
+    params = inspect.signature(DataLoader.__init__).parameters
+    skip = {"self", "batch_size", "shuffle", "sampler", "batch_sampler", "drop_last"}
+    kwargs = {name: getattr(loader, name) for name in params if name not in skip and hasattr(loader, name)}
+    if "multiprocessing_context" in kwargs:
+        kwargs["multiprocessing_context"] = loader.multiprocessing_context
+    if kwargs.get("num_workers", 0) == 0:
+        kwargs.pop("prefetch_factor", None)
+        kwargs["persistent_workers"] = False
+    if "batch_sampler" not in changes:
+        changes = {
+            "batch_size": loader.batch_size,
+            "drop_last": loader.drop_last,
+            "sampler": loader.sampler,
+            **changes,
+        }
+    return DataLoader(**kwargs, **changes)
+
+
+def index_sampler(loader: Iterable) -> Any:
+    """The sampler that decides the order (unwrapping batch samplers), or None."""
+    batch_sampler = getattr(loader, "batch_sampler", None)
+    if batch_sampler is not None:
+        return getattr(batch_sampler, "sampler", None)
+    return getattr(loader, "sampler", None)
+
+
+def generators(loader: Iterable) -> list[torch.Generator]:
+    """The torch generators that decide ``loader``'s order and worker seeds (beside the global RNG)."""
+    found: list[torch.Generator] = []
+    for candidate in (getattr(loader, "generator", None), getattr(index_sampler(loader), "generator", None)):
+        if isinstance(candidate, torch.Generator) and all(candidate is not g for g in found):
+            found.append(candidate)
+    return found

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -19,6 +19,7 @@ from lightray import data
 from lightray.errors import MisconfigurationError
 from lightray.logging import MetricStore, to_floats
 from lightray.optimization import LightningOptimizer, LRSchedulerConfig, parse_optimizers
+from lightray.seed import restore_rng_states
 
 if TYPE_CHECKING:
     from lightray.callbacks.callback import Callback
@@ -34,6 +35,22 @@ class LoopState:
     global_step: int = 0  # optimizer steps taken
     batches_that_stepped: int = 0  # training batches that ended with an optimizer step (the loggers' step)
     total_batch_idx: int = 0  # training batches seen over all epochs
+    # where in the batch/epoch the loop is, so a checkpoint taken inside a hook resumes right after it:
+    # before_batch, after_batch (in on_train_batch_end), after_validation, epoch_end, fit_end
+    phase: str = "before_batch"
+
+
+@dataclass
+class ResumePoint:
+    """A checkpoint's position inside an epoch, and the RNG states to continue with."""
+
+    phase: str
+    epoch_start_rng: dict[str, Any]
+    rng_states: dict[str, Any] | None
+
+    def restore_rng(self) -> None:
+        if self.rng_states is not None:
+            restore_rng_states(self.rng_states)
 
 
 @dataclass
@@ -68,6 +85,9 @@ class Loop:
         self._data_hook_owner: dict[str, Any] = {}
         self._fit_start_time = 0.0
         self._closure_result: _StepResult | None = None
+        self._resume: ResumePoint | None = None
+        self._epoch_start_rng: dict[str, Any] = {}
+        self.stepping = False
 
     # ================================================================== hook dispatch
     def index_hooks(self) -> None:
@@ -183,16 +203,22 @@ class Loop:
 
     # ================================================================== fit
     def fit(self) -> None:
+        from lightray import checkpoint as ckpt
+
         trainer, module = self.trainer, self.trainer.lightning_module
         self.setup("fit")
+        loaded = trainer._load_checkpoint_for_fit()
+        if loaded is not None:
+            ckpt.restore_modules_and_callbacks(trainer, *loaded)
         self.configure_optimizers()
         trainer.strategy.wrap_model()
-        trainer._restore_checkpoint_for_fit()
         self._fit_start_time = time.monotonic()
         self.call_hook("on_fit_start")
+        if loaded is not None:
+            ckpt.restore_training_state(trainer, *loaded)
 
-        if self.validation_wanted() and trainer.num_sanity_val_steps != 0:
-            self.sanity_check()
+        if loaded is None and self.validation_wanted() and trainer.num_sanity_val_steps != 0:
+            self.sanity_check()  # skipped on resume: it would draw random numbers the checkpoint restored
         self.load_train_data()
         self.load_val_data()
 
@@ -202,6 +228,7 @@ class Loop:
             while not self._fit_done():
                 self.train_epoch()
             self.call_hook("on_train_end")
+        self.state.phase = "fit_end"
         self.call_hook("on_fit_end")
         self.teardown("fit")
 
@@ -216,6 +243,8 @@ class Loop:
         return met_epochs and met_steps
 
     def _fit_done(self) -> bool:
+        if self._resume is not None:
+            return False  # the interrupted epoch still has its end to run
         max_epochs = self.trainer.max_epochs
         if self._max_steps_reached():
             return True
@@ -234,14 +263,15 @@ class Loop:
                 "Several training dataloaders at once are not supported yet; combine them into one "
                 "DataLoader (e.g. a ConcatDataset) or iterate them yourself in one IterableDataset."
             )
-        self.train_loader = trainer.strategy.process_dataloader(loader, shuffle=data.is_shuffled(loader))
+        loader = trainer.strategy.process_dataloader(loader, shuffle=data.is_shuffled(loader))
+        self.train_loader = data.make_resumable(loader)
         self.num_training_batches = data.limit_batches(
             self.train_loader, trainer.limit_train_batches, "limit_train_batches"
         )
         interval = trainer.val_check_interval
         if isinstance(interval, float):
             if math.isinf(self.num_training_batches):
-                self.val_check_batch = math.inf if interval == 1.0 else math.inf
+                self.val_check_batch = math.inf
             else:
                 self.val_check_batch = max(1, int(self.num_training_batches * interval))
         else:
@@ -291,22 +321,38 @@ class Loop:
         trainer.progress_bar_metrics.clear()
 
     def train_epoch(self) -> None:
+        """One training epoch; after a resume, the rest of the interrupted one."""
+        resume = self._resume
+        self._resume = None
+        if resume is None or resume.phase != "epoch_end":
+            self._train_batches(resume)
+        self._end_epoch(resume)
+
+    def _train_batches(self, resume: ResumePoint | None) -> None:
         trainer, module, state = self.trainer, self.trainer.lightning_module, self.state
         loader = self.train_loader
         assert loader is not None
-        set_epoch = getattr(getattr(loader, "sampler", None), "set_epoch", None)
+        if resume is not None and resume.phase == "before_batch" and state.batch_idx == 0:
+            resume.restore_rng()  # the checkpoint was taken between epochs: start this one afresh
+            resume = None
+        set_epoch = getattr(data.index_sampler(loader), "set_epoch", None)
         if set_epoch is not None:
             set_epoch(state.epoch)
-        self.metrics.reset()
-        self.call_hook("on_train_epoch_start")
+        if resume is None:
+            state.batch_idx = 0
+            state.phase = "before_batch"
+            self.metrics.reset()
+            self.call_hook("on_train_epoch_start")
+        iterator = self._epoch_iterator(loader, resume)
 
         automatic = module.automatic_optimization
         step_args = data.StepArgs(module.training_step, pass_dataloader_idx=False)
         num_batches = self.num_training_batches
-        accumulate = trainer.accumulate_grad_batches
-        state.batch_idx = 0
-        last_batch_reached = False
-        iterator = iter(loader)
+        if resume is not None and resume.phase in ("after_batch", "after_validation"):
+            # the checkpoint was taken inside this batch's end: finish it as the interrupted run would have
+            done = state.batch_idx - 1
+            if self._finish_batch(done, done + 1 >= num_batches, validated=resume.phase == "after_validation"):
+                return
         while state.batch_idx < num_batches:
             try:
                 batch = next(iterator)
@@ -314,9 +360,7 @@ class Loop:
                 break
             batch_idx = state.batch_idx
             is_last = batch_idx + 1 >= num_batches
-            if not is_last and math.isinf(num_batches):
-                # without a length, the last batch is the one after which the iterator is empty
-                is_last = False
+            state.phase = "before_batch"
             batch = self.to_device(batch, 0)
             self.metrics.batch = batch
             self.metrics.clear_step_values()
@@ -325,47 +369,87 @@ class Loop:
             if self.call_module("on_train_batch_start", batch, batch_idx) == -1:
                 self._update_schedulers("step", plateau=False, accumulating=False)
                 break
-            self.stepping = automatic and ((batch_idx + 1) % accumulate == 0 or is_last)
+            self.stepping = automatic and ((batch_idx + 1) % trainer.accumulate_grad_batches == 0 or is_last)
             if automatic:
-                output = self.automatic_step(batch, batch_idx, step_args(batch, batch_idx), accumulate)
+                output = self.automatic_step(batch, batch_idx, step_args(batch, batch_idx))
             else:
                 output = self.manual_step(step_args(batch, batch_idx))
-            accumulating = automatic and not self.stepping
             state.batch_idx += 1
             state.total_batch_idx += 1
+            accumulating = automatic and not self.stepping
             self._update_schedulers("step", plateau=False, accumulating=accumulating)
             if is_last:
                 self._update_schedulers("epoch", plateau=False, accumulating=False)
-                last_batch_reached = True
 
+            state.phase = "after_batch"
             self.call_callbacks("on_train_batch_end", output, batch, batch_idx)
             self.call_module("on_train_batch_end", output, batch, batch_idx)
-            self._check_max_time()
-            self.log_train_step()
-
-            if self._should_validate(batch_idx, is_last):
-                if not accumulating:
-                    self.call_module("on_validation_model_zero_grad")
-                self.evaluate("validate", self.val_loaders, self.num_val_batches, inside_fit=True)
-            self._update_schedulers("step", plateau=True, accumulating=accumulating)
-            if not accumulating:
-                state.batches_that_stepped += 1
-            if self._max_steps_reached() or (trainer.should_stop and self._can_stop_early()):
+            if self._finish_batch(batch_idx, is_last, validated=False):
                 break
 
-        self.metrics.current_fx = None
-        self.call_callbacks("on_train_epoch_end", monitoring=False)
-        self.call_module("on_train_epoch_end")
-        self.call_callbacks("on_train_epoch_end", monitoring=True)
+    def _finish_batch(self, batch_idx: int, is_last: bool, validated: bool) -> bool:
+        """What follows ``on_train_batch_end``: logging, validation, plateau schedulers. True: stop the epoch."""
+        trainer, state = self.trainer, self.state
+        accumulating = self.trainer.lightning_module.automatic_optimization and not (
+            (batch_idx + 1) % trainer.accumulate_grad_batches == 0 or is_last
+        )
+        self._check_max_time()
+        self.log_train_step()
+        if not validated and self._should_validate(batch_idx, is_last):
+            if not accumulating:
+                self.call_module("on_validation_model_zero_grad")
+            state.phase = "after_validation"
+            self.evaluate("validate", self.val_loaders, self.num_val_batches, inside_fit=True)
+        self._update_schedulers("step", plateau=True, accumulating=accumulating)
+        if not accumulating:
+            state.batches_that_stepped += 1
+        state.phase = "before_batch"
+        return self._max_steps_reached() or (trainer.should_stop and self._can_stop_early())
+
+    def _epoch_iterator(self, loader: Iterable, resume: ResumePoint | None) -> Iterator:
+        """``iter(loader)``; on resume, the interrupted epoch's order from its next batch on."""
+        generators = data.generators(loader)
+        if resume is None:
+            self._epoch_start_rng = {"torch": torch.get_rng_state(), "generators": [g.get_state() for g in generators]}
+            return iter(loader)
+        # Draw the interrupted epoch's order again from the RNG state it started with ...
+        torch.set_rng_state(resume.epoch_start_rng["torch"])
+        for generator, rng in zip(generators, resume.epoch_start_rng["generators"]):
+            generator.set_state(rng)
+        self._epoch_start_rng = resume.epoch_start_rng
+        skip = self.state.batch_idx
+        sampler = getattr(loader, "batch_sampler", None)
+        if isinstance(sampler, data.ResumableBatchSampler):
+            # ... skipping consumed batches without loading them, then continue with the checkpoint's RNG.
+            sampler.resume(skip, after=resume.restore_rng)
+            return iter(loader)
+        iterator = iter(loader)
+        for _ in range(skip):  # a loader we cannot rebuild: read and drop what the interrupted run consumed
+            next(iterator, None)
+        resume.restore_rng()
+        return iterator
+
+    def _end_epoch(self, resume: ResumePoint | None) -> None:
+        trainer, state = self.trainer, self.state
+        last_batch_reached = state.batch_idx >= self.num_training_batches
+        if resume is None or resume.phase != "epoch_end":
+            state.phase = "epoch_end"
+            self.metrics.current_fx = None
+            self.call_callbacks("on_train_epoch_end", monitoring=False)
+            self.call_module("on_train_epoch_end")
+            self.call_callbacks("on_train_epoch_end", monitoring=True)
+        else:
+            resume.restore_rng()
         callback, logged, pbar = self.metrics.epoch_metrics()
         trainer.callback_metrics.update(callback)
         trainer.progress_bar_metrics.update(pbar)
-        if last_batch_reached or state.batch_idx >= num_batches:
+        if last_batch_reached:
             self._update_schedulers("epoch", plateau=True, accumulating=False)
         if logged:
             self.log_to_loggers(logged, step=state.batches_that_stepped - 1)
         state.epoch += 1
         state.batch_idx = 0
+        state.phase = "before_batch"
 
     def _should_validate(self, batch_idx: int, is_last: bool) -> bool:
         trainer = self.trainer
@@ -386,10 +470,25 @@ class Loop:
         if max_time is not None and time.monotonic() - self._fit_start_time >= max_time:
             self.trainer.should_stop = True
 
+    # ================================================================== loop state for checkpoints
+    def state_dict(self) -> dict[str, Any]:
+        return {**asdict(self.state), "epoch_start_rng": self._epoch_start_rng}
+
+    def load_state_dict(self, state: dict[str, Any], rng_states: dict[str, Any] | None) -> None:
+        """Continue where the checkpoint was taken: at its next batch, or after its epoch."""
+        fields = {name: state[name] for name in asdict(self.state)}
+        self.state = LoopState(**fields)
+        if self.state.phase == "fit_end":
+            if rng_states is not None:
+                restore_rng_states(rng_states)
+            return
+        self._resume = ResumePoint(self.state.phase, state["epoch_start_rng"], rng_states)
+
     # ================================================================== optimization
-    def automatic_step(self, batch: Any, batch_idx: int, args: tuple, accumulate: int) -> dict[str, Any]:
+    def automatic_step(self, batch: Any, batch_idx: int, args: tuple) -> dict[str, Any]:
         """One training batch under automatic optimization, as Lightning orders it."""
         trainer = self.trainer
+        accumulate = trainer.accumulate_grad_batches
         optimizer = trainer.optimizers[0]
         zero_grad = batch_idx % accumulate == 0
 

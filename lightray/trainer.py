@@ -361,17 +361,28 @@ class Trainer:
     def _has_step(self, name: str) -> bool:
         return _overrides(self.lightning_module, name)
 
-    def _restore_checkpoint_for_fit(self) -> None:
-        if self.ckpt_path is not None:
-            from lightray.checkpoint import restore_training_state
+    def _load_checkpoint_for_fit(self) -> tuple[dict[str, Any], str] | None:
+        """The checkpoint ``fit(ckpt_path=...)`` resumes from, loaded; None to start fresh."""
+        from lightray import checkpoint
 
-            restore_training_state(self, self.ckpt_path)
+        if self.ckpt_path is None:
+            return None
+        path = checkpoint.resolve_ckpt_path(self, self.ckpt_path)
+        if path is None:
+            return None
+        return checkpoint.load_checkpoint_file(path, map_location="cpu"), path
 
     def _restore_checkpoint_for_eval(self) -> None:
-        if self.ckpt_path is not None:
-            from lightray.checkpoint import restore_weights
+        """Load weights for validate/test/predict(ckpt_path=...)."""
+        from lightray import checkpoint
 
-            restore_weights(self, self.ckpt_path)
+        if self.ckpt_path is None:
+            return
+        path = checkpoint.resolve_ckpt_path(self, self.ckpt_path)
+        if path is not None:
+            loaded = checkpoint.load_checkpoint_file(path, map_location="cpu")
+            self._loop.call_module("on_load_checkpoint", loaded)
+            checkpoint.load_state_into_module(self.lightning_module, loaded, path, strict=True)
 
     def save_checkpoint(self, filepath: str | os.PathLike, weights_only: bool = False) -> None:
         """Write a checkpoint of the current training state to ``filepath`` (local path or URI), atomically."""

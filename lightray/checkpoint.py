@@ -1,0 +1,277 @@
+"""The checkpoint format: Lightning's keys plus what exact resume needs; atomic save, safe load.
+
+A checkpoint is a dict of plain data and tensors only, so it loads with
+``torch.load(weights_only=True)`` (no code runs on load) and a Lightning user can open it.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import warnings
+import zipfile
+from argparse import Namespace
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from lightray import storage
+from lightray.errors import MisconfigurationError
+from lightray.seed import collect_rng_states, restore_rng_states
+
+if TYPE_CHECKING:
+    from lightray.module import LightningModule
+    from lightray.trainer import Trainer
+
+# The Lightning checkpoint layout we follow; Lightning reads this key to decide on format migrations.
+LIGHTNING_FORMAT_VERSION = "2.5.0"
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint file is missing, corrupt, foreign, or does not fit the model."""
+
+
+# ====================================================================== writing
+def dump_checkpoint(trainer: Trainer, weights_only: bool = False) -> dict[str, Any]:
+    """The checkpoint dict of the trainer's current state (called on each rank; rank 0 writes it)."""
+    from lightray import __version__
+
+    module, loop = trainer.lightning_module, trainer._loop
+    checkpoint: dict[str, Any] = {
+        "epoch": loop.state.epoch,
+        "global_step": loop.state.global_step,
+        "pytorch-lightning_version": LIGHTNING_FORMAT_VERSION,
+        "lightray_version": __version__,
+        "state_dict": module.state_dict(),
+        "loops": {"fit_loop": loop.state_dict()},
+    }
+    if not weights_only:
+        checkpoint["callbacks"] = {cb.state_key: cb.state_dict() for cb in trainer.callbacks}
+        checkpoint["optimizer_states"] = [opt.state_dict() for opt in trainer.optimizers]
+        checkpoint["lr_schedulers"] = [config.scheduler.state_dict() for config in trainer.lr_scheduler_configs]
+        checkpoint["rng_states"] = collect_rng_states()
+        checkpoint["callback_metrics"] = {
+            k: v.detach().cpu() for k, v in trainer.callback_metrics.items() if isinstance(v, torch.Tensor)
+        }
+        precision_state = trainer.precision_plugin.state_dict()
+        if precision_state:
+            checkpoint["MixedPrecision"] = precision_state
+    if module.hparams:
+        checkpoint["hparams_name"] = getattr(module, "_hparams_name", "kwargs")
+        checkpoint["hyper_parameters"] = safe_hparams(module.hparams, type(module).__name__)
+    datamodule = trainer.datamodule
+    if datamodule is not None:
+        if datamodule.hparams:
+            checkpoint["datamodule_hparams_name"] = "kwargs"
+            checkpoint["datamodule_hyper_parameters"] = safe_hparams(datamodule.hparams, type(datamodule).__name__)
+        state = datamodule.state_dict()
+        if state:
+            checkpoint[type(datamodule).__qualname__] = state
+    if not weights_only:
+        for callback in trainer.callbacks:
+            callback.on_save_checkpoint(trainer, module, checkpoint)
+    loop.call_module("on_save_checkpoint", checkpoint)
+    return checkpoint
+
+
+def save_checkpoint_file(checkpoint: dict[str, Any], path: str) -> None:
+    """Write ``checkpoint`` to ``path`` (local or URI) atomically; a failure keeps the previous file."""
+    try:
+        storage.write_atomic(path, lambda f: torch.save(checkpoint, f))
+    except Exception as err:
+        raise CheckpointError(
+            f"Saving the checkpoint to {path!r} failed ({type(err).__name__}: {err}); any previous file "
+            "there is unchanged."
+        ) from err
+
+
+def save_trainer_checkpoint(trainer: Trainer, path: str, weights_only: bool = False) -> None:
+    """``Trainer.save_checkpoint``: every rank builds the dict (hooks run everywhere), rank 0 writes it."""
+    if trainer.lightning_module is None:
+        raise MisconfigurationError("`save_checkpoint` needs a model: call it after `fit`, or inside a hook.")
+    checkpoint = dump_checkpoint(trainer, weights_only)
+    if trainer.is_global_zero:
+        save_checkpoint_file(checkpoint, path)
+    trainer.strategy.barrier("save_checkpoint")
+
+
+def safe_hparams(hparams: Mapping[str, Any], owner: str) -> dict[str, Any]:
+    """Hyperparameters as plain data (what ``weights_only=True`` loads); other values are left out, with a warning."""
+    safe, dropped = {}, []
+    for key, value in hparams.items():
+        plain = _plain(value)
+        if plain is _UNSAFE:
+            dropped.append(f"{key} ({type(value).__name__})")
+        else:
+            safe[key] = plain
+    if dropped:
+        warnings.warn(
+            f"{owner}: hyperparameters {dropped} are not plain data and are not saved in checkpoints (they "
+            "would need unpickling to load). Pass them to `load_from_checkpoint(path, name=value)`, or leave "
+            "them out with `save_hyperparameters(ignore=[...])`.",
+            stacklevel=3,
+        )
+    return safe
+
+
+_UNSAFE = object()
+
+
+def _plain(value: Any) -> Any:
+    if value is None or isinstance(value, bool | int | float | str | torch.Tensor | torch.dtype):
+        return value
+    if isinstance(value, Namespace):
+        value = vars(value)
+    if isinstance(value, Mapping):
+        items = {k: _plain(v) for k, v in value.items()}
+        return _UNSAFE if any(v is _UNSAFE for v in items.values()) else items
+    if isinstance(value, list | tuple):
+        elements = [_plain(v) for v in value]
+        if any(v is _UNSAFE for v in elements):
+            return _UNSAFE
+        return elements if isinstance(value, list) else tuple(elements)
+    return _UNSAFE
+
+
+# ====================================================================== reading
+def load_checkpoint_file(path: str, map_location: Any = None) -> dict[str, Any]:
+    """Load a checkpoint safely (``weights_only=True``) with a clear error for missing, corrupt or foreign files."""
+    path = os.fspath(path)
+    if not storage.exists(path):
+        raise CheckpointError(f"Checkpoint {path!r} does not exist.")
+    try:
+        with storage.open_for_read(path) as f:
+            checkpoint = torch.load(f, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise CheckpointError(
+            f"Checkpoint {path!r} holds objects that a safe load refuses (it was not written by lightray or "
+            f"Lightning with plain data only): {str(err).splitlines()[0]}"
+        ) from err
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError) as err:
+        raise CheckpointError(
+            f"Checkpoint {path!r} is corrupt or truncated and cannot be read ({type(err).__name__}: "
+            f"{str(err).splitlines()[0] if str(err) else 'no detail'}). Use an earlier checkpoint."
+        ) from err
+    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
+        found = sorted(checkpoint)[:8] if isinstance(checkpoint, dict) else type(checkpoint).__name__
+        raise CheckpointError(
+            f"{path!r} is not a lightray/Lightning checkpoint: it has no 'state_dict' entry (found {found}). "
+            "To load bare weights use `module.load_state_dict(torch.load(path, weights_only=True))`."
+        )
+    return checkpoint
+
+
+def load_state_into_module(module: LightningModule, checkpoint: dict[str, Any], path: str, strict: bool) -> None:
+    """Load the checkpoint's weights, naming missing and unexpected keys when they do not fit."""
+    result = module.load_state_dict(checkpoint["state_dict"], strict=False)
+    missing, unexpected = list(result.missing_keys), list(result.unexpected_keys)
+    shape_errors = [
+        f"{k}: checkpoint {tuple(v.shape)} vs model {tuple(module.state_dict()[k].shape)}"
+        for k, v in checkpoint["state_dict"].items()
+        if k in module.state_dict() and isinstance(v, torch.Tensor) and v.shape != module.state_dict()[k].shape
+    ]
+    if strict and (missing or unexpected):
+        raise CheckpointError(
+            f"Checkpoint {path!r} does not fit {type(module).__name__}: missing keys {missing}, unexpected keys "
+            f"{unexpected}. Is it a checkpoint of another model? Pass `strict=False` to load what matches."
+        )
+    if shape_errors:  # load_state_dict already raised for strict; keep the message clear anyway
+        raise CheckpointError(f"Checkpoint {path!r} has tensors of other shapes: {shape_errors}")
+
+
+def load_module_from_checkpoint(
+    cls: type[LightningModule], path: Any, map_location: Any, strict: bool, **overrides: Any
+) -> LightningModule:
+    """``LightningModule.load_from_checkpoint``: rebuild from saved hyperparameters, then load weights."""
+    path = os.fspath(path)
+    checkpoint = load_checkpoint_file(path, map_location=map_location or "cpu")
+    hparams = dict(checkpoint.get("hyper_parameters") or {})
+    name = checkpoint.get("hparams_name")
+    if name and name != "kwargs":
+        kwargs = {name: {**hparams, **overrides.pop(name, {})}, **overrides}
+    else:
+        kwargs = {**hparams, **overrides}
+    try:
+        module = cls(**kwargs)
+    except TypeError as err:
+        raise CheckpointError(
+            f"Could not build {cls.__name__} from the hyperparameters in {path!r} ({err}). Saved "
+            f"hyperparameters: {sorted(hparams)}; pass missing or renamed arguments as keyword overrides: "
+            f"`{cls.__name__}.load_from_checkpoint(path, name=value)`."
+        ) from err
+    module.on_load_checkpoint(checkpoint)
+    load_state_into_module(module, checkpoint, path, strict)
+    if map_location is not None and not callable(map_location) and not isinstance(map_location, dict):
+        module.to(map_location)
+    module.eval()
+    return module
+
+
+# ====================================================================== restoring a trainer
+def resolve_ckpt_path(trainer: Trainer, ckpt_path: str) -> str | None:
+    """Turn "last" / "best" into a file path (None when "last" finds nothing yet: start fresh)."""
+    if ckpt_path == "best":
+        callback = trainer.checkpoint_callback
+        if callback is None:
+            raise MisconfigurationError(
+                '`ckpt_path="best"` needs a `ModelCheckpoint` callback; add one, or pass a checkpoint path.'
+            )
+        if not callback.best_model_path:
+            raise MisconfigurationError(
+                '`ckpt_path="best"`: the ModelCheckpoint has no best checkpoint yet (give it a `monitor`, and '
+                "fit first), or pass a checkpoint path."
+            )
+        return callback.best_model_path
+    if ckpt_path == "last":
+        candidates = []
+        for callback in trainer.checkpoint_callbacks:
+            candidates += callback.last_checkpoint_candidates(trainer)
+        if not candidates:
+            warnings.warn('`ckpt_path="last"` found no checkpoint: training starts from scratch.', stacklevel=3)
+            return None
+        return max(candidates, key=lambda c: c[0])[1]
+    return os.fspath(ckpt_path)
+
+
+def restore_modules_and_callbacks(trainer: Trainer, checkpoint: dict[str, Any], path: str) -> None:
+    """Weights, datamodule and callback state (before the optimizers exist), in Lightning's order."""
+    module, loop = trainer.lightning_module, trainer._loop
+    loop.call_module("on_load_checkpoint", checkpoint)
+    load_state_into_module(module, checkpoint, path, strict=True)
+    datamodule = trainer.datamodule
+    if datamodule is not None and type(datamodule).__qualname__ in checkpoint:
+        datamodule.load_state_dict(checkpoint[type(datamodule).__qualname__])
+    states = checkpoint.get("callbacks") or {}
+    for callback in trainer.callbacks:
+        callback.on_load_checkpoint(trainer, module, checkpoint)
+    for callback in trainer.callbacks:
+        if callback.state_key in states:
+            callback.load_state_dict(states[callback.state_key])
+
+
+def restore_training_state(trainer: Trainer, checkpoint: dict[str, Any], path: str) -> None:
+    """Optimizers, schedulers, precision, loop position, metrics and RNG (after the optimizers exist)."""
+    if "optimizer_states" not in checkpoint:
+        raise CheckpointError(
+            f"{path!r} holds weights only (saved with `weights_only=True`); it can start a new fit through "
+            "`load_from_checkpoint`, but cannot resume one."
+        )
+    optimizer_states = checkpoint["optimizer_states"]
+    if len(optimizer_states) != len(trainer.optimizers):
+        raise CheckpointError(
+            f"{path!r} has {len(optimizer_states)} optimizer states but `configure_optimizers` returned "
+            f"{len(trainer.optimizers)} optimizers."
+        )
+    for optimizer, state in zip(trainer.optimizers, optimizer_states):
+        optimizer.load_state_dict(state)
+    for config, state in zip(trainer.lr_scheduler_configs, checkpoint.get("lr_schedulers", [])):
+        config.scheduler.load_state_dict(state)
+    trainer.precision_plugin.load_state_dict(checkpoint.get("MixedPrecision", {}))
+    trainer.callback_metrics.update(checkpoint.get("callback_metrics", {}))
+    trainer._loop.load_state_dict(checkpoint["loops"]["fit_loop"], checkpoint.get("rng_states"))
+
+
+def restore_rng(checkpoint: dict[str, Any]) -> None:
+    if "rng_states" in checkpoint:
+        restore_rng_states(checkpoint["rng_states"])
