@@ -7,7 +7,6 @@ differs between the two (devices, process groups, samplers, DDP) is asked of ``t
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
@@ -83,7 +82,8 @@ class Loop:
         self._callbacks_by_hook: dict[str, list[Callback]] = {}
         self._skipped_module_hooks: set[str] = set()
         self._data_hook_owner: dict[str, Any] = {}
-        self._fit_start_time = 0.0
+        self.eval_limits: list[float] = []  # batches per loader of the running evaluation (for progress)
+        self.eval_batches_done = 0
         self._closure_result: _StepResult | None = None
         self._resume: ResumePoint | None = None
         self._epoch_start_rng: dict[str, Any] = {}
@@ -212,7 +212,6 @@ class Loop:
             ckpt.restore_modules_and_callbacks(trainer, *loaded)
         self.configure_optimizers()
         trainer.strategy.wrap_model()
-        self._fit_start_time = time.monotonic()
         self.call_hook("on_fit_start")
         if loaded is not None:
             ckpt.restore_training_state(trainer, *loaded)
@@ -393,7 +392,6 @@ class Loop:
         accumulating = self.trainer.lightning_module.automatic_optimization and not (
             (batch_idx + 1) % trainer.accumulate_grad_batches == 0 or is_last
         )
-        self._check_max_time()
         self.log_train_step()
         if not validated and self._should_validate(batch_idx, is_last):
             if not accumulating:
@@ -464,11 +462,6 @@ class Loop:
             return is_last
         current = self.state.total_batch_idx - 1 if every is None else batch_idx
         return (current + 1) % self.val_check_batch == 0
-
-    def _check_max_time(self) -> None:
-        max_time = self.trainer._max_time_seconds
-        if max_time is not None and time.monotonic() - self._fit_start_time >= max_time:
-            self.trainer.should_stop = True
 
     # ================================================================== loop state for checkpoints
     def state_dict(self) -> dict[str, Any]:
@@ -647,6 +640,7 @@ class Loop:
         step_args = data.StepArgs(getattr(module, f"{prefix}_step"), pass_dataloader_idx=len(loaders) > 1)
         grad_context = torch.no_grad() if inside_fit or not trainer.inference_mode else torch.inference_mode()
 
+        self.eval_limits, self.eval_batches_done = list(limits), 0
         self.call_module(f"on_{prefix}_model_eval")
         self.call_hook(f"on_{prefix}_start")
         self.call_hook(f"on_{prefix}_epoch_start")
@@ -665,6 +659,7 @@ class Loop:
                     self.metrics.current_fx = f"{prefix}_step"
                     with trainer.precision_plugin.forward_context():
                         output = step_fn(*step_args(batch, batch_idx, dl_idx))
+                    self.eval_batches_done += 1
                     self.call_callbacks(f"on_{prefix}_batch_end", output, *hook_args)
                     self.call_module(f"on_{prefix}_batch_end", output, *hook_args)
                     callback, _, pbar = self.metrics.step_metrics()
@@ -709,6 +704,7 @@ class Loop:
         limits = [data.limit_batches(dl, trainer.limit_predict_batches, "limit_predict_batches") for dl in loaders]
         step_args = data.StepArgs(module.predict_step, pass_dataloader_idx=len(loaders) > 1)
         predictions: list[list[Any]] = []
+        self.eval_limits, self.eval_batches_done = list(limits), 0
         self.call_module("on_predict_model_eval")
         self.call_hook("on_predict_start")
         self.call_hook("on_predict_epoch_start")
@@ -725,6 +721,7 @@ class Loop:
                     self.metrics.current_fx = "predict_step"
                     with trainer.precision_plugin.forward_context():
                         output = trainer.strategy.predict_step(*step_args(batch, batch_idx, dl_idx))
+                    self.eval_batches_done += 1
                     self.call_callbacks("on_predict_batch_end", output, *hook_args)
                     self.call_module("on_predict_batch_end", output, *hook_args)
                     outputs.append(output)

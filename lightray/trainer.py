@@ -140,7 +140,6 @@ class Trainer:
         self.min_epochs = min_epochs
         self.max_steps = max_steps
         self.min_steps = min_steps
-        self._max_time_seconds = max_time_seconds
         self.limit_train_batches = 1.0 if limit_train_batches is None else limit_train_batches
         self.limit_val_batches = 1.0 if limit_val_batches is None else limit_val_batches
         self.limit_test_batches = 1.0 if limit_test_batches is None else limit_test_batches
@@ -167,6 +166,7 @@ class Trainer:
         self.callbacks: list[Callback] = _as_list(callbacks)
         for callback in self.callbacks:
             check_removed_hooks(callback, REMOVED_CALLBACK_HOOKS, "Callback")
+        self.callbacks += _default_callbacks(self, self.callbacks, max_time_seconds)
         self.loggers: list[Any] = _make_loggers(logger, self.default_root_dir)
 
         self.lightning_module: LightningModule = None  # type: ignore[assignment]
@@ -487,6 +487,25 @@ class Trainer:
 
 
 # ====================================================================== helpers
+def _default_callbacks(trainer: Trainer, given: list[Callback], max_time: float | None) -> list[Callback]:
+    """What Lightning adds by default: checkpointing, a progress bar, a model summary, a Timer for max_time."""
+    from lightray import callbacks as cb
+
+    def has(kind: type) -> bool:
+        return any(isinstance(c, kind) for c in given)
+
+    defaults: list[Callback] = []
+    if max_time is not None and not has(cb.Timer):
+        defaults.append(cb.Timer(duration=max_time))
+    if trainer.enable_progress_bar and not has(cb.ProgressBar):
+        defaults.append(cb.ProgressBar())
+    if trainer.enable_model_summary and not has(cb.ModelSummary):
+        defaults.append(cb.ModelSummary())
+    if trainer.enable_checkpointing and not has(cb.ModelCheckpoint):
+        defaults.append(cb.ModelCheckpoint())
+    return defaults
+
+
 def _overrides(obj: Any, name: str) -> bool:
     from lightray.hooks import DataHooks
 

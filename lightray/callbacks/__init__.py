@@ -1,5 +1,23 @@
 """Callbacks: code that hooks into the loop from outside the module."""
 
 from lightray.callbacks.callback import Callback
+from lightray.callbacks.early_stopping import EarlyStopping
+from lightray.callbacks.lr_monitor import LearningRateMonitor
+from lightray.callbacks.model_checkpoint import ModelCheckpoint
+from lightray.callbacks.model_summary import ModelSummary
+from lightray.callbacks.on_exception_checkpoint import OnExceptionCheckpoint
+from lightray.callbacks.progress import LineRenderer, ProgressBar, TqdmRenderer
+from lightray.callbacks.timer import Timer
 
-__all__ = ["Callback"]
+__all__ = [
+    "Callback",
+    "EarlyStopping",
+    "LearningRateMonitor",
+    "LineRenderer",
+    "ModelCheckpoint",
+    "ModelSummary",
+    "OnExceptionCheckpoint",
+    "ProgressBar",
+    "Timer",
+    "TqdmRenderer",
+]

@@ -90,6 +90,10 @@ class Strategy:
     def barrier(self, name: str | None = None) -> None:
         pass
 
+    def reduce_boolean_decision(self, decision: bool, all: bool = True) -> bool:
+        """Combine a per-rank decision: every rank must agree (``all``) or any rank suffices."""
+        return decision
+
     def teardown(self) -> None:
         """Release what the strategy set up; the module stays where it is."""
 
