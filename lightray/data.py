@@ -88,15 +88,16 @@ class ResumableBatchSampler(Sampler[list[int]]):
     """Wraps a loader's batch sampler so a resumed epoch skips consumed batches without loading them.
 
     On an ordinary epoch it yields exactly what the wrapped sampler yields, drawing random numbers at
-    the same moments, so wrapping changes nothing. After :meth:`resume`, the next epoch draws its
-    permutation as the interrupted one did, skips ``skip`` index lists, then calls ``after`` (which
-    restores the checkpoint's RNG state) before the first batch is fetched.
+    the same moments, so wrapping changes nothing. After :meth:`skip_next`, the next epoch draws its
+    order as the interrupted one did and drops the first ``skip`` index lists. :meth:`advance` does
+    that at once (right after ``iter(loader)``), so the caller can restore the checkpoint's RNG
+    state before anything else runs.
     """
 
     def __init__(self, batch_sampler: Iterable[list[int]]) -> None:
         self.batch_sampler = batch_sampler
         self._skip = 0
-        self._after: Callable[[], None] | None = None
+        self._current: dict[str, Any] | None = None  # the latest iteration's skip and started iterator
 
     @property
     def sampler(self) -> Any:
@@ -105,18 +106,29 @@ class ResumableBatchSampler(Sampler[list[int]]):
     def __len__(self) -> int:
         return len(self.batch_sampler)  # type: ignore[arg-type]
 
-    def resume(self, skip: int, after: Callable[[], None] | None) -> None:
-        self._skip, self._after = skip, after
+    def skip_next(self, skip: int) -> None:
+        self._skip = skip
+
+    def advance(self) -> None:
+        """Draw the latest iteration's order and skip now, unless the loader already started it."""
+        if self._current is not None and self._current["batches"] is None:
+            self._start(self._current)
 
     def __iter__(self) -> Iterator[list[int]]:
-        skip, after = self._skip, self._after
-        self._skip, self._after = 0, None
+        # Not a generator itself: it runs inside ``iter(loader)`` but draws no random numbers there.
+        current = {"skip": self._skip, "batches": None}
+        self._skip, self._current = 0, current
+        return self._generate(current)
+
+    def _generate(self, current: dict[str, Any]) -> Iterator[list[int]]:
+        yield from current["batches"] if current["batches"] is not None else self._start(current)
+
+    def _start(self, current: dict[str, Any]) -> Iterator[list[int]]:
         batches = iter(self.batch_sampler)
-        for _ in range(skip):
+        for _ in range(current["skip"]):
             next(batches, None)
-        if after is not None:
-            after()
-        yield from batches
+        current["batches"] = batches
+        return batches
 
 
 def make_resumable(loader: Iterable) -> Iterable:

@@ -418,12 +418,14 @@ class Loop:
         skip = self.state.batch_idx
         sampler = getattr(loader, "batch_sampler", None)
         if isinstance(sampler, data.ResumableBatchSampler):
-            # ... skipping consumed batches without loading them, then continue with the checkpoint's RNG.
-            sampler.resume(skip, after=resume.restore_rng)
-            return iter(loader)
-        iterator = iter(loader)
-        for _ in range(skip):  # a loader we cannot rebuild: read and drop what the interrupted run consumed
-            next(iterator, None)
+            sampler.skip_next(skip)  # skip consumed batches without loading them
+            iterator = iter(loader)
+            sampler.advance()
+        else:
+            iterator = iter(loader)
+            for _ in range(skip):  # a loader we cannot rebuild: read and drop what the interrupted run consumed
+                next(iterator, None)
+        # ... then continue with the RNG state of the moment the checkpoint was taken
         resume.restore_rng()
         return iterator
 
