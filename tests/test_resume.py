@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 import pytest
@@ -86,10 +87,8 @@ def train(tmp_path, manual: bool, ckpt_path=None, stop_at=None, every=3, **train
     callbacks = [checkpoints] + ([StopAfter(stop_at)] if stop_at else [])
     trainer = pl.Trainer(max_epochs=3, callbacks=callbacks, logger=False, enable_progress_bar=False,
                          enable_model_summary=False, default_root_dir=tmp_path, **trainer_kwargs)  # fmt: skip
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         trainer.fit(model, ckpt_path=ckpt_path)
-    except KeyboardInterrupt:
-        pass
     return model, trainer
 
 
