@@ -142,13 +142,19 @@ def load_checkpoint_file(path: str, map_location: Any = None) -> dict[str, Any]:
         raise CheckpointError(f"Checkpoint {path!r} does not exist.")
     try:
         with storage.open_for_read(path) as f:
+            if not zipfile.is_zipfile(f):
+                raise CheckpointError(
+                    f"Checkpoint {path!r} is corrupt or truncated: it is not a complete torch checkpoint archive "
+                    "(an interrupted copy, or not a checkpoint at all). Use an earlier checkpoint."
+                )
+            f.seek(0)
             checkpoint = torch.load(f, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
         raise CheckpointError(
             f"Checkpoint {path!r} holds objects that a safe load refuses (it was not written by lightray or "
             f"Lightning with plain data only): {str(err).splitlines()[0]}"
         ) from err
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError) as err:
+    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as err:
         raise CheckpointError(
             f"Checkpoint {path!r} is corrupt or truncated and cannot be read ({type(err).__name__}: "
             f"{str(err).splitlines()[0] if str(err) else 'no detail'}). Use an earlier checkpoint."

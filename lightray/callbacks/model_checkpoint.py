@@ -73,7 +73,8 @@ class ModelCheckpoint(Callback):
         self.dirpath: str | None = None
         if dirpath is not None:
             path = os.fspath(dirpath)
-            self.dirpath = path if storage.is_remote(path) else os.path.realpath(os.path.expanduser(path))
+            local = storage.local_path(path)
+            self.dirpath = path if storage.is_remote(path) else os.path.realpath(os.path.expanduser(local))
         self.filename = filename
         self.monitor = monitor
         self.verbose = verbose

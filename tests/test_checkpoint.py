@@ -1,0 +1,277 @@
+"""Checkpoint files: format, storage, safe loading, Lightning interop, and every kind of bad input."""
+
+from __future__ import annotations
+
+import os
+import pickle
+
+import pytest
+import torch
+
+import lightray as pl
+from lightray import storage
+from lightray.callbacks import ModelCheckpoint, OnExceptionCheckpoint
+from lightray.checkpoint import CheckpointError, load_checkpoint_file
+from lightray.testing import BoringModel
+
+
+class HModel(BoringModel):
+    def __init__(self, size: int = 32, lr: float = 0.1, tags: tuple = ("a",), net: torch.nn.Module | None = None):
+        super().__init__(size=size)
+        self.save_hyperparameters(ignore="net")
+
+
+def trained(tmp_path, **kwargs):
+    model = HModel(lr=0.2)
+    trainer = pl.Trainer(max_epochs=1, limit_train_batches=4, limit_val_batches=2, default_root_dir=tmp_path,
+                         enable_progress_bar=False, enable_model_summary=False, **kwargs)  # fmt: skip
+    trainer.fit(model)
+    return model, trainer
+
+
+def test_checkpoint_has_lightning_keys_and_resume_state(tmp_path):
+    model, trainer = trained(tmp_path)
+    path = trainer.checkpoint_callback.best_model_path
+    assert os.path.basename(path) == "epoch=0-step=4.ckpt"
+    assert path.startswith(str(tmp_path / "lightning_logs" / "version_0" / "checkpoints"))
+    ckpt = torch.load(path, weights_only=True)
+    for key in ("epoch", "global_step", "state_dict", "loops", "callbacks", "optimizer_states", "lr_schedulers",
+                "hparams_name", "hyper_parameters", "lightray_version", "pytorch-lightning_version", "rng_states"):
+        assert key in ckpt, key  # fmt: skip
+    assert ckpt["hyper_parameters"] == {"size": 32, "lr": 0.2, "tags": ("a",)}
+    assert set(ckpt["rng_states"]) >= {"torch", "numpy", "python"}
+    assert ckpt["global_step"] == 4 and ckpt["epoch"] == 0
+    assert torch.equal(ckpt["state_dict"]["layer.weight"], model.layer.weight)
+
+
+def test_save_and_load_from_checkpoint_with_overrides_and_map_location(tmp_path):
+    model, trainer = trained(tmp_path)
+    path = str(tmp_path / "manual.ckpt")
+    trainer.save_checkpoint(path)
+    loaded = HModel.load_from_checkpoint(path, map_location="cpu", lr=0.5)
+    assert loaded.hparams.lr == 0.5 and loaded.hparams.size == 32
+    assert torch.equal(loaded.layer.weight, model.layer.weight)
+    assert not loaded.training
+
+
+def test_weights_only_checkpoint(tmp_path):
+    _, trainer = trained(tmp_path)
+    path = str(tmp_path / "weights.ckpt")
+    trainer.save_checkpoint(path, weights_only=True)
+    ckpt = torch.load(path, weights_only=True)
+    assert "optimizer_states" not in ckpt and "state_dict" in ckpt
+    HModel.load_from_checkpoint(path)
+    with pytest.raises(CheckpointError, match="weights only"):
+        pl.Trainer(max_epochs=2, logger=False, enable_checkpointing=False).fit(HModel(), ckpt_path=path)
+
+
+def test_file_uri_storage(tmp_path):
+    _, trainer = trained(tmp_path)
+    uri = f"file://{tmp_path}/uri/model.ckpt"
+    trainer.save_checkpoint(uri)
+    assert os.path.exists(tmp_path / "uri" / "model.ckpt")
+    assert storage.exists(uri) and storage.listdir(f"file://{tmp_path}/uri") == ["model.ckpt"]
+    assert torch.equal(HModel.load_from_checkpoint(uri).layer.weight, trainer.lightning_module.layer.weight)
+
+
+def test_model_checkpoint_to_file_uri_and_resume_from_best(tmp_path):
+    callback = ModelCheckpoint(dirpath=f"file://{tmp_path}/ck", monitor="val_loss", save_top_k=2)
+    model = BoringModel()
+    trainer = pl.Trainer(max_epochs=3, limit_train_batches=2, limit_val_batches=2, callbacks=[callback],
+                         logger=False, enable_progress_bar=False, enable_model_summary=False)  # fmt: skip
+    trainer.fit(model)
+    assert len(os.listdir(tmp_path / "ck")) == 2
+    trainer = pl.Trainer(max_epochs=4, limit_train_batches=2, limit_val_batches=2, callbacks=[callback],
+                         logger=False, enable_progress_bar=False, enable_model_summary=False)  # fmt: skip
+    best_step = torch.load(storage.local_path(callback.best_model_path), weights_only=True)["global_step"]
+    trainer.fit(BoringModel(), ckpt_path="best")
+    assert trainer.global_step == best_step + (4 - (best_step // 2)) * 2
+
+
+def test_hyperparameters_that_are_not_plain_data_are_left_out_with_a_warning(tmp_path):
+    class WithObject(BoringModel):
+        def __init__(self, size=32, activation=None):
+            super().__init__(size=size)
+            self.save_hyperparameters()
+
+    trainer = pl.Trainer(max_steps=1, logger=False, enable_checkpointing=False, enable_progress_bar=False)
+    trainer.fit(WithObject(activation=torch.nn.ReLU()))
+    with pytest.warns(UserWarning, match=r"\['activation \(ReLU\)'\] are not plain data"):
+        trainer.save_checkpoint(tmp_path / "x.ckpt")
+    loaded = WithObject.load_from_checkpoint(tmp_path / "x.ckpt", activation=torch.nn.Tanh())
+    assert isinstance(loaded.hparams.activation, torch.nn.Tanh)
+
+
+# ---------------------------------------------------------------------- bad input
+def test_corrupt_and_truncated_checkpoints_name_the_file(tmp_path):
+    _, trainer = trained(tmp_path)
+    good = tmp_path / "good.ckpt"
+    trainer.save_checkpoint(good)
+    truncated = tmp_path / "truncated.ckpt"
+    truncated.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    garbage = tmp_path / "garbage.ckpt"
+    garbage.write_bytes(b"not a checkpoint at all")
+    for bad in (truncated, garbage):
+        with pytest.raises(CheckpointError, match=f"{bad}.*corrupt or truncated"):
+            load_checkpoint_file(str(bad))
+        with pytest.raises(CheckpointError, match="corrupt or truncated"):
+            HModel.load_from_checkpoint(bad)
+    with pytest.raises(CheckpointError, match="does not exist"):
+        load_checkpoint_file(str(tmp_path / "missing.ckpt"))
+
+
+def test_foreign_files_are_refused_safely(tmp_path):
+    foreign = tmp_path / "weights.pt"
+    torch.save({"weight": torch.ones(2)}, foreign)
+    with pytest.raises(CheckpointError, match="not a lightray/Lightning checkpoint.*weights_only=True"):
+        load_checkpoint_file(str(foreign))
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, ("echo pwned > " + str(tmp_path / "pwned"),))
+
+    evil = tmp_path / "evil.ckpt"
+    torch.save({"state_dict": {}, "payload": Evil()}, evil)
+    with pytest.raises(CheckpointError, match="a safe load refuses"):
+        load_checkpoint_file(str(evil))
+    assert not (tmp_path / "pwned").exists()
+    with open(tmp_path / "pickled.ckpt", "wb") as f:
+        pickle.dump({"state_dict": {}}, f)
+    with pytest.raises(CheckpointError):
+        load_checkpoint_file(str(tmp_path / "pickled.ckpt"))
+
+
+def test_checkpoint_of_another_model_lists_missing_and_unexpected_keys(tmp_path):
+    _, trainer = trained(tmp_path)
+    trainer.save_checkpoint(tmp_path / "boring.ckpt")
+
+    class Other(pl.LightningModule):
+        def __init__(self, **kwargs):
+            super().__init__()
+            self.encoder = torch.nn.Linear(32, 2)
+
+    with pytest.raises(CheckpointError) as err:
+        Other.load_from_checkpoint(tmp_path / "boring.ckpt")
+    message = str(err.value)
+    assert "missing keys ['encoder.weight', 'encoder.bias']" in message
+    assert "unexpected keys ['layer.weight', 'layer.bias']" in message
+
+
+def test_ckpt_path_best_without_model_checkpoint(tmp_path):
+    trainer = pl.Trainer(max_steps=1, enable_checkpointing=False, logger=False, enable_progress_bar=False)
+    with pytest.raises(pl.MisconfigurationError, match='ckpt_path="best"` needs a `ModelCheckpoint'):
+        trainer.fit(BoringModel(), ckpt_path="best")
+
+
+def test_ckpt_path_last_without_checkpoints_starts_fresh(tmp_path):
+    trainer = pl.Trainer(max_steps=2, default_root_dir=tmp_path, logger=False, enable_progress_bar=False)
+    with pytest.warns(UserWarning, match="found no checkpoint"):
+        trainer.fit(BoringModel(), ckpt_path="last")
+    assert trainer.global_step == 2
+
+
+def test_unwritable_dirpath_fails_before_training(tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("in the way")
+    trainer = pl.Trainer(max_epochs=1, callbacks=[ModelCheckpoint(dirpath=blocker / "ckpts")], logger=False,
+                         enable_progress_bar=False)  # fmt: skip
+    model = BoringModel()
+    with pytest.raises(PermissionError, match="Cannot write checkpoints to .*a_file/ckpts.*writable `dirpath`"):
+        trainer.fit(model)
+    assert trainer.global_step == 0
+
+
+def test_failed_write_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+    _, trainer = trained(tmp_path)
+    path = tmp_path / "model.ckpt"
+    trainer.save_checkpoint(path)
+    before = path.read_bytes()
+
+    real_save = torch.save
+
+    def half_then_fail(obj, f, *args, **kwargs):
+        real_save(obj, f, *args, **kwargs)
+        f.truncate(f.tell() // 2)
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", half_then_fail)
+    with pytest.raises(CheckpointError, match=r"Saving the checkpoint to .*model.ckpt.*No space left.*unchanged"):
+        trainer.save_checkpoint(path)
+    monkeypatch.setattr(torch, "save", real_save)
+    assert path.read_bytes() == before
+    assert [p for p in os.listdir(tmp_path) if p.endswith(".tmp")] == []
+    HModel.load_from_checkpoint(path)
+
+
+def test_monitor_never_logged_lists_logged_metrics(tmp_path):
+    callback = ModelCheckpoint(dirpath=tmp_path, monitor="val_acc")
+    trainer = pl.Trainer(max_epochs=1, limit_train_batches=2, limit_val_batches=2, callbacks=[callback],
+                         logger=False, enable_progress_bar=False)  # fmt: skip
+    with pytest.raises(pl.MisconfigurationError, match=r"monitor='val_acc'.*\['train_loss', 'val_loss'\]"):
+        trainer.fit(BoringModel())
+
+
+def test_on_exception_checkpoint(tmp_path):
+    class Crash(BoringModel):
+        def training_step(self, batch, batch_idx):
+            if self.global_step == 3:
+                raise RuntimeError("boom")
+            return super().training_step(batch, batch_idx)
+
+    trainer = pl.Trainer(max_epochs=1, callbacks=[OnExceptionCheckpoint(tmp_path)], logger=False,
+                         enable_checkpointing=False, enable_progress_bar=False)  # fmt: skip
+    with pytest.raises(RuntimeError, match="boom"):
+        trainer.fit(Crash())
+    assert torch.load(tmp_path / "on_exception.ckpt", weights_only=True)["global_step"] == 3
+
+
+# ---------------------------------------------------------------------- Lightning interop
+lightning = pytest.importorskip("pytorch_lightning", reason="interop tests need the dev extra")
+
+
+def _module_class(framework):
+    class Lit(framework.LightningModule):
+        def __init__(self, hidden: int = 4, lr: float = 0.1):
+            super().__init__()
+            self.save_hyperparameters()
+            self.net = torch.nn.Sequential(torch.nn.Linear(3, hidden), torch.nn.Linear(hidden, 1))
+
+        def training_step(self, batch, batch_idx):
+            return self.net(batch[0]).sum()
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=self.hparams.lr)
+
+        def train_dataloader(self):
+            data = torch.utils.data.TensorDataset(torch.randn(8, 3))
+            return torch.utils.data.DataLoader(data, batch_size=4)
+
+    return Lit
+
+
+def _fit(framework, tmp_path):
+    model = _module_class(framework)(hidden=5, lr=0.05)
+    trainer = framework.Trainer(max_epochs=1, default_root_dir=tmp_path, logger=False, enable_progress_bar=False,
+                                enable_model_summary=False)  # fmt: skip
+    trainer.fit(model)
+    path = tmp_path / "model.ckpt"
+    trainer.save_checkpoint(path)
+    return model, path
+
+
+def test_lightray_checkpoint_loads_under_lightning(tmp_path):
+    ours, path = _fit(pl, tmp_path)
+    theirs = _module_class(lightning).load_from_checkpoint(path)
+    assert theirs.hparams == {"hidden": 5, "lr": 0.05}
+    for key, value in ours.state_dict().items():
+        assert torch.equal(theirs.state_dict()[key], value)
+    assert set(torch.load(path, weights_only=True)) >= {"epoch", "global_step", "state_dict", "loops", "callbacks",
+                                                         "optimizer_states", "lr_schedulers", "hyper_parameters"}
+
+
+def test_lightning_checkpoint_loads_into_lightray(tmp_path):
+    theirs, path = _fit(lightning, tmp_path)
+    ours = _module_class(pl).load_from_checkpoint(path)
+    assert ours.hparams == {"hidden": 5, "lr": 0.05}
+    for key, value in theirs.state_dict().items():
+        assert torch.equal(ours.state_dict()[key], value)
