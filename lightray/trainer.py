@@ -324,8 +324,9 @@ class Trainer:
         self.callbacks.sort(key=lambda cb: bool(getattr(cb, "_saves_checkpoints", False)))
 
     def _run(self, fn: Any) -> Any:
+        """Run a stage; on failure tell callbacks, datamodule and loggers, then re-raise."""
         try:
-            return fn()
+            result = fn()
         except BaseException as exception:
             self._loop.call_callbacks("on_exception", exception)
             if self.datamodule is not None:
@@ -334,10 +335,10 @@ class Trainer:
                 logger.finalize("failed")
             raise
         finally:
-            if self.lightning_module is not None:
-                self._loop.metrics.current_fx = None
-            for logger in self.loggers:
-                logger.save()
+            self._loop.metrics.current_fx = None
+        for logger in self.loggers:
+            logger.finalize("success")
+        return result
 
     def _dataloader_source(self, key: str) -> Any:
         """The loader(s) for ``key``: passed to the entry point, else the datamodule's, else the module's."""

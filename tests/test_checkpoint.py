@@ -35,8 +35,20 @@ def test_checkpoint_has_lightning_keys_and_resume_state(tmp_path):
     assert os.path.basename(path) == "epoch=0-step=4.ckpt"
     assert path.startswith(str(tmp_path / "lightning_logs" / "version_0" / "checkpoints"))
     ckpt = torch.load(path, weights_only=True)
-    for key in ("epoch", "global_step", "state_dict", "loops", "callbacks", "optimizer_states", "lr_schedulers",
-                "hparams_name", "hyper_parameters", "lightray_version", "pytorch-lightning_version", "rng_states"):
+    for key in (
+        "epoch",
+        "global_step",
+        "state_dict",
+        "loops",
+        "callbacks",
+        "optimizer_states",
+        "lr_schedulers",
+        "hparams_name",
+        "hyper_parameters",
+        "lightray_version",
+        "pytorch-lightning_version",
+        "rng_states",
+    ):
         assert key in ckpt, key  # fmt: skip
     assert ckpt["hyper_parameters"] == {"size": 32, "lr": 0.2, "tags": ("a",)}
     assert set(ckpt["rng_states"]) >= {"torch", "numpy", "python"}
@@ -265,8 +277,16 @@ def test_lightray_checkpoint_loads_under_lightning(tmp_path):
     assert theirs.hparams == {"hidden": 5, "lr": 0.05}
     for key, value in ours.state_dict().items():
         assert torch.equal(theirs.state_dict()[key], value)
-    assert set(torch.load(path, weights_only=True)) >= {"epoch", "global_step", "state_dict", "loops", "callbacks",
-                                                         "optimizer_states", "lr_schedulers", "hyper_parameters"}
+    assert set(torch.load(path, weights_only=True)) >= {
+        "epoch",
+        "global_step",
+        "state_dict",
+        "loops",
+        "callbacks",
+        "optimizer_states",
+        "lr_schedulers",
+        "hyper_parameters",
+    }
 
 
 def test_lightning_checkpoint_loads_into_lightray(tmp_path):

@@ -53,12 +53,9 @@ class CSVLogger(Logger):
         self.save()
 
     def save(self) -> None:
-        import yaml
-
         os.makedirs(self.log_dir, exist_ok=True)
         if self._hparams:
-            with open(os.path.join(self.log_dir, "hparams.yaml"), "w") as f:
-                yaml.safe_dump(_plain(self._hparams), f)
+            write_hparams_yaml(self.log_dir, self._hparams)
         if self._rows:
             with open(os.path.join(self.log_dir, "metrics.csv"), "w", newline="") as f:
                 writer = csv.DictWriter(f, fieldnames=self._columns)
@@ -75,3 +72,12 @@ def _plain(value: Any) -> Any:
     if value is None or isinstance(value, bool | int | float | str):
         return value
     return repr(value)
+
+
+def write_hparams_yaml(folder: str, hparams: dict[str, Any]) -> None:
+    """``<folder>/hparams.yaml``, as Lightning's loggers write it."""
+    import yaml
+
+    os.makedirs(folder, exist_ok=True)
+    with open(os.path.join(folder, "hparams.yaml"), "w") as f:
+        yaml.safe_dump(_plain(hparams), f)
