@@ -55,9 +55,11 @@ def scripted(framework):
     return Scripted
 
 
-def run_scripted(framework, tmp_path, callbacks, epochs=len(METRIC_SEQUENCE)):
-    trainer = framework.Trainer(max_epochs=epochs, callbacks=callbacks, logger=False, enable_progress_bar=False,
-                                enable_model_summary=False, num_sanity_val_steps=0, default_root_dir=tmp_path)  # fmt: skip
+def run_scripted(framework, tmp_path, callbacks, epochs=None):
+    trainer = framework.Trainer(
+        max_epochs=epochs or len(METRIC_SEQUENCE), callbacks=callbacks, logger=False, enable_progress_bar=False,
+        enable_model_summary=False, num_sanity_val_steps=0, default_root_dir=tmp_path,
+    )  # fmt: skip
     trainer.fit(scripted(framework)())
     return trainer
 

@@ -41,7 +41,8 @@ def test_tensorboard_logger_writes_events(tmp_path):
     trainer = fit_with(TensorBoardLogger(tmp_path), tmp_path)
     log_dir = trainer.logger.log_dir
     assert any(name.startswith("events.out.tfevents") for name in os.listdir(log_dir))
-    assert "lr: 0.1" in open(os.path.join(log_dir, "hparams.yaml")).read()
+    with open(os.path.join(log_dir, "hparams.yaml")) as f:
+        assert "lr: 0.1" in f.read()
 
 
 def test_tensorboard_scalars_readable(tmp_path):
@@ -53,7 +54,8 @@ def test_tensorboard_scalars_readable(tmp_path):
     tags = set()
     for name in os.listdir(log_dir):
         if name.startswith("events.out"):
-            data = open(os.path.join(log_dir, name), "rb").read()
+            with open(os.path.join(log_dir, name), "rb") as f:
+                data = f.read()
             offset = 0
             while offset < len(data):  # TFRecord framing: length, crc, payload, crc
                 length = int.from_bytes(data[offset : offset + 8], "little")
