@@ -18,9 +18,9 @@ def _summary_writer_class() -> Any:
     except ImportError:
         pass
     try:
-        from tensorboardX import SummaryWriter
+        import tensorboardX
 
-        return SummaryWriter
+        return tensorboardX.SummaryWriter
     except ImportError as err:
         raise MisconfigurationError(
             "TensorBoardLogger needs `tensorboard` or `tensorboardX`: `pip install tensorboardX`."
