@@ -75,10 +75,13 @@ def dump_checkpoint(trainer: Trainer, weights_only: bool = False) -> dict[str, A
     return checkpoint
 
 
-def save_checkpoint_file(checkpoint: dict[str, Any], path: str) -> None:
-    """Write ``checkpoint`` to ``path`` (local or URI) atomically; a failure keeps the previous file."""
+def save_checkpoint_file(checkpoint: dict[str, Any], path: str, background: bool = False) -> None:
+    """Write ``checkpoint`` to ``path`` (local or URI) atomically; a failure keeps the previous file.
+
+    ``background=True`` lets the fsync and rename finish off the training thread (see ``storage``).
+    """
     try:
-        storage.write_atomic(path, lambda f: torch.save(checkpoint, f))
+        storage.write_atomic(path, lambda f: torch.save(checkpoint, f), background=background)
     except Exception as err:
         raise CheckpointError(
             f"Saving the checkpoint to {path!r} failed ({type(err).__name__}: {err}); any previous file "
@@ -86,13 +89,15 @@ def save_checkpoint_file(checkpoint: dict[str, Any], path: str) -> None:
         ) from err
 
 
-def save_trainer_checkpoint(trainer: Trainer, path: str, weights_only: bool = False) -> None:
+def save_trainer_checkpoint(
+    trainer: Trainer, path: str, weights_only: bool = False, storage_options: dict[str, Any] | None = None
+) -> None:
     """``Trainer.save_checkpoint``: every rank builds the dict (hooks run everywhere), rank 0 writes it."""
     if trainer.lightning_module is None:
         raise MisconfigurationError("`save_checkpoint` needs a model: call it after `fit`, or inside a hook.")
     checkpoint = dump_checkpoint(trainer, weights_only)
     if trainer.is_global_zero:
-        save_checkpoint_file(checkpoint, path)
+        save_checkpoint_file(checkpoint, path, background=bool((storage_options or {}).get("background")))
     trainer.strategy.barrier("save_checkpoint")
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import os
 import tempfile
+import threading
 from collections.abc import Callable
 from typing import IO, Any
 
@@ -53,6 +54,7 @@ def makedirs(path: str) -> None:
 
 
 def exists(path: str) -> bool:
+    wait_for_writes(path)
     if is_remote(path):
         import pyarrow.fs
 
@@ -62,15 +64,20 @@ def exists(path: str) -> bool:
 
 
 def remove(path: str) -> None:
+    """Remove a file; queued behind pending background writes, so an old checkpoint never goes first."""
     if is_remote(path):
+        wait_for_writes()
         fs, p = _filesystem(path)
         fs.delete_file(p)
-    elif os.path.exists(local_path(path)):
-        os.remove(local_path(path))
+    elif _committer.busy():
+        _committer.submit(local_path(path), lambda: _remove_quietly(local_path(path)))
+    else:
+        _remove_quietly(local_path(path))
 
 
 def listdir(path: str) -> list[str]:
     """File names (not paths) in folder ``path``; empty when it does not exist."""
+    wait_for_writes(path)
     if is_remote(path):
         import pyarrow.fs
 
@@ -95,8 +102,15 @@ def check_writable(folder: str) -> None:
         ) from err
 
 
-def write_atomic(path: str, write: Callable[[IO[bytes]], None]) -> None:
-    """Write ``path`` with ``write(file)`` so that a failure leaves any previous file untouched."""
+def write_atomic(path: str, write: Callable[[IO[bytes] | str], None], background: bool = False) -> None:
+    """Write ``path`` with ``write(target)`` so that a failure leaves any previous file untouched.
+
+    ``target`` is a local temporary path (C++ writers such as ``torch.save`` are fastest on a path) or,
+    for remote storage, an in-memory buffer that is uploaded in one piece. With ``background=True``
+    a local write returns once the data is written, and the fsync and rename finish on a background
+    thread, in order; :func:`wait_for_writes` (called by every read, listing and removal here, and at
+    the end of each stage) waits for them and re-raises their errors.
+    """
     if is_remote(path):
         buffer = io.BytesIO()
         write(buffer)
@@ -111,17 +125,95 @@ def write_atomic(path: str, write: Callable[[IO[bytes]], None]) -> None:
     folder = os.path.dirname(os.path.abspath(target))
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(target)}.", suffix=".tmp")
+    os.close(fd)
     try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
+        write(tmp)
+    except BaseException:
+        _remove_quietly(tmp)
+        raise
+    if background:
+        _committer.submit(target, lambda: _commit(tmp, target, folder), cleanup=lambda: _remove_quietly(tmp))
+    else:
+        wait_for_writes()  # keep the order of earlier background commits to the same names
+        _commit(tmp, target, folder)
+
+
+def _commit(tmp: str, target: str, folder: str) -> None:
+    try:
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)  # the data is on disk before the name points at it
+        finally:
+            os.close(fd)
         os.replace(tmp, target)
     except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+        _remove_quietly(tmp)
         raise
     _fsync_dir(folder)
+
+
+def _remove_quietly(path: str) -> None:
+    if os.path.exists(path):
+        os.remove(path)
+
+
+class _Committer:
+    """One background thread that finishes local atomic writes (and removals after them) in order."""
+
+    def __init__(self) -> None:
+        self._executor: Any = None
+        self._pending: list[tuple[str, Any]] = []  # (target path, future)
+        self._failed: BaseException | None = None
+        self._lock = threading.Lock()
+
+    def submit(self, target: str, task: Callable[[], None], cleanup: Callable[[], None] | None = None) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        def run() -> None:
+            # after a failed write nothing later runs: above all, no removal of the last good checkpoint
+            if self._failed is not None:
+                if cleanup is not None:
+                    cleanup()
+                raise RuntimeError(f"not done because an earlier checkpoint write failed: {self._failed}")
+            try:
+                task()
+            except BaseException as err:
+                self._failed = err
+                if cleanup is not None:
+                    cleanup()
+                raise
+
+        with self._lock:
+            if self._executor is None:
+                self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lightray-commit")
+            self._pending.append((os.path.abspath(target), self._executor.submit(run)))
+
+    def busy(self, prefix: str | None = None) -> bool:
+        """Whether a task is pending (for ``prefix``: on that path, or inside that folder)."""
+        with self._lock:
+            self._pending = [(t, f) for t, f in self._pending if not f.done() or f.exception() is not None]
+            if prefix is None:
+                return bool(self._pending)
+            prefix = os.path.abspath(prefix)
+            return any(t == prefix or t.startswith(prefix + os.sep) for t, _ in self._pending)
+
+    def wait(self) -> None:
+        with self._lock:
+            pending, self._pending = self._pending, []
+        errors = [f.exception() for _, f in pending]  # waits for every task, failed or not
+        self._failed = None
+        for error in errors:
+            if error is not None:
+                raise error  # the first failure, re-raised in the training process
+
+
+_committer = _Committer()
+
+
+def wait_for_writes(path: str | None = None) -> None:
+    """Block until background writes (those touching ``path``, or all) are in place; raise the first failure."""
+    if path is None or (not is_remote(path) and _committer.busy(local_path(path))):
+        _committer.wait()
 
 
 def _fsync_dir(folder: str) -> None:
@@ -140,6 +232,7 @@ def _fsync_dir(folder: str) -> None:
 
 def open_for_read(path: str) -> IO[bytes]:
     """A readable binary file for ``path`` (remote files are read into memory)."""
+    wait_for_writes(path)
     if is_remote(path):
         fs, p = _filesystem(path)
         with fs.open_input_file(p) as f:

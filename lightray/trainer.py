@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import math
 import os
@@ -325,14 +326,19 @@ class Trainer:
 
     def _run(self, fn: Any) -> Any:
         """Run a stage; on failure tell callbacks, datamodule and loggers, then re-raise."""
+        from lightray.storage import wait_for_writes
+
         try:
             result = fn()
+            wait_for_writes()  # checkpoints written in the background are in place when the stage returns
         except BaseException as exception:
             self._loop.call_callbacks("on_exception", exception)
             if self.datamodule is not None:
                 self.datamodule.on_exception(exception)
             for logger in self.loggers:
                 logger.finalize("failed")
+            with contextlib.suppress(Exception):
+                wait_for_writes()  # finish what was saved before the failure; the failure itself wins
             raise
         finally:
             self._loop.metrics.current_fx = None
@@ -385,11 +391,18 @@ class Trainer:
             self._loop.call_module("on_load_checkpoint", loaded)
             checkpoint.load_state_into_module(self.lightning_module, loaded, path, strict=True)
 
-    def save_checkpoint(self, filepath: str | os.PathLike, weights_only: bool = False) -> None:
-        """Write a checkpoint of the current training state to ``filepath`` (local path or URI), atomically."""
+    def save_checkpoint(
+        self, filepath: str | os.PathLike, weights_only: bool = False, storage_options: dict[str, Any] | None = None
+    ) -> None:
+        """Write a checkpoint of the current training state to ``filepath`` (local path or URI), atomically.
+
+        Call it on every rank (rank 0 writes). The file is complete and durable when this returns, unless
+        ``storage_options={"background": True}`` (what ModelCheckpoint uses), which finishes the fsync and
+        rename off the training thread, before the stage ends.
+        """
         from lightray.checkpoint import save_trainer_checkpoint
 
-        save_trainer_checkpoint(self, os.fspath(filepath), weights_only=weights_only)
+        save_trainer_checkpoint(self, os.fspath(filepath), weights_only, storage_options)
 
     # ================================================================== state
     @property

@@ -203,7 +203,7 @@ def test_failed_write_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
 
     def half_then_fail(obj, f, *args, **kwargs):
         real_save(obj, f, *args, **kwargs)
-        f.truncate(f.tell() // 2)
+        os.truncate(f, os.path.getsize(f) // 2)  # the disk filled up halfway through the write
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(torch, "save", half_then_fail)
@@ -295,3 +295,26 @@ def test_lightning_checkpoint_loads_into_lightray(tmp_path):
     assert ours.hparams == {"hidden": 5, "lr": 0.05}
     for key, value in theirs.state_dict().items():
         assert torch.equal(ours.state_dict()[key], value)
+
+
+def test_failed_background_commit_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
+    from lightray import storage as storage_module
+
+    real_commit = storage_module._commit
+    calls = []
+
+    def flaky_commit(tmp, target, folder):
+        calls.append(target)
+        if len(calls) == 2:
+            raise OSError(5, "Input/output error")
+        real_commit(tmp, target, folder)
+
+    monkeypatch.setattr(storage_module, "_commit", flaky_commit)
+    callback = ModelCheckpoint(dirpath=tmp_path, every_n_train_steps=1, save_top_k=1)
+    trainer = pl.Trainer(max_steps=3, callbacks=[callback], logger=False, enable_progress_bar=False)
+    with pytest.raises(OSError, match="Input/output error"):
+        trainer.fit(BoringModel())
+    assert os.path.exists(tmp_path / "epoch=0-step=1.ckpt")  # its removal was queued behind the failed write
+    assert not os.path.exists(tmp_path / "epoch=0-step=2.ckpt")
+    assert [p for p in os.listdir(tmp_path) if p.endswith(".tmp")] == []
+    HModel.load_from_checkpoint(tmp_path / "epoch=0-step=1.ckpt", strict=False)

@@ -328,7 +328,8 @@ class ModelCheckpoint(Callback):
             self._remove(trainer, previous)
 
     def _save(self, trainer: Trainer, path: str) -> None:
-        trainer.save_checkpoint(path, weights_only=self.save_weights_only)
+        # durable and renamed into place off the training thread; removals of older files wait for it
+        trainer.save_checkpoint(path, weights_only=self.save_weights_only, storage_options={"background": True})
         self._last_global_step_saved = trainer.global_step
 
     def _remove(self, trainer: Trainer, path: str) -> None:
