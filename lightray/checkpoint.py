@@ -24,6 +24,8 @@ if TYPE_CHECKING:
     from lightray.module import LightningModule
     from lightray.trainer import Trainer
 
+CHECKPOINT_FILE = "checkpoint.ckpt"  # the file inside a checkpoint folder that Ray Train persisted
+
 # The Lightning checkpoint layout we follow; Lightning reads this key to decide on format migrations.
 LIGHTNING_FORMAT_VERSION = "2.5.0"
 
@@ -96,8 +98,12 @@ def save_trainer_checkpoint(
     if trainer.lightning_module is None:
         raise MisconfigurationError("`save_checkpoint` needs a model: call it after `fit`, or inside a hook.")
     checkpoint = dump_checkpoint(trainer, weights_only)
-    if trainer.is_global_zero:
-        save_checkpoint_file(checkpoint, path, background=bool((storage_options or {}).get("background")))
+    metrics = {
+        k: float(v) for k, v in trainer.callback_metrics.items() if isinstance(v, torch.Tensor) and v.numel() == 1
+    }
+    metrics.update(epoch=trainer.current_epoch, step=trainer.global_step)
+    background = bool((storage_options or {}).get("background"))
+    trainer.strategy.save_checkpoint(checkpoint, path, metrics, background=background)
     trainer.strategy.barrier("save_checkpoint")
 
 
@@ -145,6 +151,8 @@ def load_checkpoint_file(path: str, map_location: Any = None) -> dict[str, Any]:
     path = os.fspath(path)
     if not storage.exists(path):
         raise CheckpointError(f"Checkpoint {path!r} does not exist.")
+    if storage.isdir(path):  # a checkpoint saved through Ray Train: a folder holding the file
+        path = storage.join(path, CHECKPOINT_FILE)
     try:
         with storage.open_for_read(path) as f:
             if not zipfile.is_zipfile(f):

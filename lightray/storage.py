@@ -63,6 +63,15 @@ def exists(path: str) -> bool:
     return os.path.exists(local_path(path))
 
 
+def isdir(path: str) -> bool:
+    if is_remote(path):
+        import pyarrow.fs
+
+        fs, p = _filesystem(path)
+        return fs.get_file_info(p).type == pyarrow.fs.FileType.Directory
+    return os.path.isdir(local_path(path))
+
+
 def remove(path: str) -> None:
     """Remove a file; queued behind pending background writes, so an old checkpoint never goes first."""
     if is_remote(path):

@@ -7,6 +7,7 @@ import datetime
 import math
 import os
 import re
+import warnings
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -61,30 +62,49 @@ class Trainer:
         deterministic: bool | str | None = None,
         inference_mode: bool = True,
         default_root_dir: str | os.PathLike | None = None,
+        num_nodes: int = 1,
+        num_workers: int = 0,
+        use_gpu: bool = False,
+        resources_per_worker: dict[str, float] | None = None,
+        placement_strategy: str = "PACK",
+        storage_path: str | os.PathLike | None = None,
+        name: str | None = None,
+        max_failures: int = 0,
+        scaling_config: Any = None,
+        run_config: Any = None,
     ) -> None:
+        """Configure training; see Lightning's Trainer for the shared arguments.
+
+        Ray arguments (``num_workers >= 1`` runs each stage on Ray Train workers with DDP):
+        ``use_gpu``, ``resources_per_worker``, ``placement_strategy``, ``storage_path`` (folder or URI for
+        checkpoints), ``name`` (the run's name: rerunning with the same name resumes it), ``max_failures``,
+        or Ray's own ``scaling_config=ray.train.ScalingConfig(...)`` / ``run_config=ray.train.RunConfig(...)``.
+        Lightning's ``devices`` / ``num_nodes`` above one map to ``num_workers``.
+        """
+        self._init_kwargs = {k: v for k, v in locals().items() if k not in ("self", "callbacks", "logger", "__class__")}
         errors: list[str] = []
         precision = str(precision)
         if precision not in PRECISIONS:
             errors.append(f"precision={precision!r}: use one of {list(PRECISIONS)}")
-        for name, value in (("max_epochs", max_epochs), ("min_epochs", min_epochs), ("min_steps", min_steps)):
+        for arg, value in (("max_epochs", max_epochs), ("min_epochs", min_epochs), ("min_steps", min_steps)):
             if (
                 value is not None
                 and (not isinstance(value, int) or value < 0)
-                and not (name == "max_epochs" and value == -1)
+                and not (arg == "max_epochs" and value == -1)
             ):
                 errors.append(
-                    f"{name}={value!r}: must be a non-negative int"
-                    + (" (or -1 for no limit)" if name == "max_epochs" else "")
+                    f"{arg}={value!r}: must be a non-negative int"
+                    + (" (or -1 for no limit)" if arg == "max_epochs" else "")
                 )
         if not isinstance(max_steps, int) or max_steps < -1:
             errors.append(f"max_steps={max_steps!r}: must be -1 (no limit) or a non-negative int")
-        for name, limit in (
+        for arg, limit in (
             ("limit_train_batches", limit_train_batches),
             ("limit_val_batches", limit_val_batches),
             ("limit_test_batches", limit_test_batches),
             ("limit_predict_batches", limit_predict_batches),
         ):
-            errors += _check_limit(name, limit)
+            errors += _check_limit(arg, limit)
         if val_check_interval is not None:
             if isinstance(val_check_interval, float) and not 0.0 < val_check_interval <= 1.0:
                 errors.append(
@@ -117,9 +137,23 @@ class Trainer:
             max_time_seconds = _parse_max_time(max_time)
         except ValueError as err:
             errors.append(str(err))
+        if not isinstance(num_workers, int) or num_workers < 0:
+            errors.append(f"num_workers={num_workers!r}: must be 0 (run in this process) or the number of Ray workers")
+        if not isinstance(max_failures, int) or max_failures < -1:
+            errors.append(f"max_failures={max_failures!r}: must be -1 (retry forever) or an int >= 0")
+        requested = _requested_devices(devices) * (num_nodes if isinstance(num_nodes, int) else 1)
+        if requested > 1 and num_workers == 0 and scaling_config is None:
+            warnings.warn(
+                f"devices={devices!r}, num_nodes={num_nodes}: lightray runs one Ray Train worker per device, so "
+                f"this is num_workers={requested} (use_gpu={accelerator in ('gpu', 'cuda')}). Pass num_workers= "
+                "to say so directly.",
+                stacklevel=2,
+            )
+            num_workers, use_gpu = requested, use_gpu or accelerator in ("gpu", "cuda")
+            devices = 1
         device: torch.device | None = None
         try:
-            device = _select_device(accelerator, devices)
+            device = _select_device("cpu" if num_workers or scaling_config else accelerator, devices)
         except ValueError as err:
             errors.append(str(err))
         if device is not None and device.type == "cpu" and precision in ("16-mixed", "16"):
@@ -161,6 +195,18 @@ class Trainer:
         if deterministic:
             _set_deterministic(warn_only=deterministic == "warn")
 
+        self._ray_options = {
+            "num_workers": num_workers,
+            "use_gpu": use_gpu,
+            "resources_per_worker": resources_per_worker,
+            "placement_strategy": placement_strategy,
+            "storage_path": os.fspath(storage_path) if storage_path is not None else None,
+            "name": name,
+            "max_failures": max_failures,
+            "scaling_config": scaling_config,
+            "run_config": run_config,
+        }
+        self.logged_metrics_history: list[dict[str, Any]] = []  # filled on the driver by Ray runs
         self.strategy: Strategy = SingleDeviceStrategy(device)
         self.precision_plugin: Precision = make_precision(precision, device.type)
         self.precision = self.precision_plugin.name
@@ -223,6 +269,9 @@ class Trainer:
             )
         self.ckpt_path = ckpt_path
         self.should_stop = False
+        if self.on_ray:
+            self._launch_on_ray("fit")
+            return
         self._run(self._loop.fit)
 
     def validate(
@@ -260,7 +309,10 @@ class Trainer:
             datamodule, dataloaders = dataloaders, None
         self._attach(model, datamodule, "predict", predict=dataloaders)
         self.ckpt_path = ckpt_path
-        predictions = self._run(self._loop.run_predict)
+        if self.on_ray:
+            predictions = self._launch_on_ray("predict")
+        else:
+            predictions = self._run(self._loop.run_predict)
         return predictions if return_predictions else None
 
     def _evaluate(
@@ -282,7 +334,10 @@ class Trainer:
                 f"`{type(self.lightning_module).__name__}` has no `{step}`; define it to {stage}."
             )
         self.ckpt_path = ckpt_path
-        results = self._run(lambda: self._loop.run_evaluation(stage))
+        if self.on_ray:
+            results = self._launch_on_ray(stage, {"verbose": False})
+        else:
+            results = self._run(lambda: self._loop.run_evaluation(stage))
         if verbose and self.is_global_zero:
             _print_results(stage, results)
         return results
@@ -345,6 +400,16 @@ class Trainer:
         for logger in self.loggers:
             logger.finalize("success")
         return result
+
+    @property
+    def on_ray(self) -> bool:
+        """Whether stages run on Ray Train workers (``num_workers >= 1`` or a ``scaling_config``)."""
+        return bool(self._ray_options["num_workers"]) or self._ray_options["scaling_config"] is not None
+
+    def _launch_on_ray(self, stage: str, stage_kwargs: dict[str, Any] | None = None) -> Any:
+        from lightray.ray.train import launch
+
+        return launch(self, stage, stage_kwargs)
 
     def _dataloader_source(self, key: str) -> Any:
         """The loader(s) for ``key``: passed to the entry point, else the datamodule's, else the module's."""
@@ -559,6 +624,14 @@ def _parse_max_time(value: Any) -> float | None:
         days, hours, minutes, seconds = (int(p) for p in value.split(":"))
         return datetime.timedelta(days=days, hours=hours, minutes=minutes, seconds=seconds).total_seconds()
     raise ValueError(f"max_time={value!r}: use 'DD:HH:MM:SS', a datetime.timedelta or a dict like {{'hours': 1}}")
+
+
+def _requested_devices(devices: Any) -> int:
+    if isinstance(devices, list | tuple):
+        return len(devices)
+    if isinstance(devices, int) or (isinstance(devices, str) and devices.isdigit()):
+        return max(1, int(devices))
+    return 1
 
 
 def _select_device(accelerator: str, devices: Any) -> torch.device:

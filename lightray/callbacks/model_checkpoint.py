@@ -99,6 +99,7 @@ class ModelCheckpoint(Callback):
         self._last_global_step_saved = 0  # no checkpoint before the first step
         self._last_time_checked: float | None = None
         self._defer_until_validation = False
+        self._newest_path = ""  # the latest file this callback saved
 
     @property
     def state_key(self) -> str:
@@ -117,7 +118,7 @@ class ModelCheckpoint(Callback):
     # ------------------------------------------------------------------ hooks
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         self.dirpath = self._resolve_dirpath(trainer)
-        if stage == "fit" and trainer.is_global_zero and self.save_top_k != 0:
+        if stage == "fit" and trainer.is_global_zero and self.save_top_k != 0 and trainer.strategy.run_dir is None:
             storage.check_writable(self.dirpath)
 
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
@@ -321,6 +322,10 @@ class ModelCheckpoint(Callback):
     def _save_last(self, trainer: Trainer, candidates: dict[str, Any]) -> None:
         if not self.save_last:
             return
+        if trainer.strategy.run_dir is not None and self._last_global_step_saved == trainer.global_step:
+            # under Ray the newest checkpoint is always kept: it is the "last" one, no second copy needed
+            self.last_model_path = self.best_model_path if self.monitor is None else self._newest_path
+            return
         path = self._free_path(candidates, self.CHECKPOINT_NAME_LAST, self.last_model_path)
         previous, self.last_model_path = self.last_model_path, path
         self._save(trainer, path)
@@ -328,15 +333,18 @@ class ModelCheckpoint(Callback):
             self._remove(trainer, previous)
 
     def _save(self, trainer: Trainer, path: str) -> None:
+        self._newest_path = path
         # durable and renamed into place off the training thread; removals of older files wait for it
         trainer.save_checkpoint(path, weights_only=self.save_weights_only, storage_options={"background": True})
         self._last_global_step_saved = trainer.global_step
 
     def _remove(self, trainer: Trainer, path: str) -> None:
-        if trainer.is_global_zero:
-            storage.remove(path)
+        trainer.strategy.remove_checkpoint(path)
 
     def _resolve_dirpath(self, trainer: Trainer) -> str:
+        run_dir = trainer.strategy.run_dir
+        if run_dir is not None:  # under Ray, checkpoints go where Ray Train keeps the run's checkpoints
+            return run_dir
         if self.dirpath is not None:
             return self.dirpath
         logger = trainer.logger

@@ -87,10 +87,11 @@ class LineRenderer:
 
     def _print(self, stage: str) -> None:
         description, total, started, n, metrics = self.state[stage]
-        elapsed = max(time.monotonic() - started, 1e-9)
+        elapsed = time.monotonic() - started
         of_total = "" if math.isinf(total) else f"/{int(total)}"
+        rate = f", {n / elapsed:.1f} it/s" if elapsed >= 0.05 else ""
         shown = " ".join(f"{k}={v:.4g}" for k, v in metrics.items())
-        print(f"{description}: {n}{of_total} [{elapsed:.1f}s, {n / elapsed:.1f} it/s] {shown}".rstrip(),
+        print(f"{description}: {n}{of_total} [{elapsed:.1f}s{rate}] {shown}".rstrip(),
               file=self.stream or sys.stdout, flush=True)  # fmt: skip
 
 

@@ -97,6 +97,25 @@ class Strategy:
     def teardown(self) -> None:
         """Release what the strategy set up; the module stays where it is."""
 
+    # ----------------------------------------------------------------- checkpoints
+    run_dir: str | None = None  # where checkpoints must go, when the strategy decides (Ray: the run's folder)
+
+    def save_checkpoint(
+        self, checkpoint: dict[str, Any], path: str, metrics: dict[str, float], background: bool = False
+    ) -> None:
+        """Write ``checkpoint`` to ``path`` from rank 0, atomically (called on every rank)."""
+        from lightray.checkpoint import save_checkpoint_file
+
+        if self.is_global_zero:
+            save_checkpoint_file(checkpoint, path, background=background)
+
+    def remove_checkpoint(self, path: str) -> None:
+        """Delete an outdated checkpoint (queued behind pending writes, so never before its successor)."""
+        from lightray import storage
+
+        if self.is_global_zero:
+            storage.remove(path)
+
 
 class SingleDeviceStrategy(Strategy):
     """Local, in-process training on one device (CPU or one GPU)."""

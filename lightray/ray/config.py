@@ -1,0 +1,118 @@
+"""Ray's own config classes from the Trainer's keyword shortcuts, and a check that they can ever fit."""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from typing import TYPE_CHECKING, Any
+
+from lightray.errors import MisconfigurationError
+
+if TYPE_CHECKING:
+    from ray.train import RunConfig, ScalingConfig
+
+    from lightray.trainer import Trainer
+
+# CPUs left free for Ray Data and other tasks when worker shares are chosen automatically.
+RESERVED_CPUS = 0.5
+
+
+def ray_configs(trainer: Trainer) -> tuple[ScalingConfig, RunConfig]:
+    """The ScalingConfig and RunConfig of ``trainer``: the user's own, or built from the shortcuts."""
+    import ray
+    import ray.train
+
+    options = trainer._ray_options
+    scaling = options["scaling_config"]
+    if scaling is None:
+        resources = options["resources_per_worker"]
+        if resources is None and not options["use_gpu"]:
+            resources = {"CPU": _default_cpu_share(options["num_workers"], ray.cluster_resources().get("CPU", 1.0))}
+        scaling = ray.train.ScalingConfig(
+            num_workers=options["num_workers"],
+            use_gpu=options["use_gpu"],
+            resources_per_worker=resources,
+            placement_strategy=options["placement_strategy"],
+        )
+    run = options["run_config"]
+    if run is None:
+        storage_path = options["storage_path"] or os.path.join(os.path.abspath(trainer.default_root_dir), "ray_results")
+        run = ray.train.RunConfig(
+            name=options["name"] or time.strftime("lightray-%Y%m%d-%H%M%S"),
+            storage_path=storage_path,
+            failure_config=ray.train.FailureConfig(max_failures=options["max_failures"]),
+            checkpoint_config=_checkpoint_config(trainer),
+            # Ray Train's per-report INFO lines would drown the progress bar; warnings still show
+            logging_config=ray.train.LoggingConfig(log_level="WARNING"),
+        )
+    else:
+        if run.name is None or run.storage_path is None:
+            raise MisconfigurationError(
+                "`run_config` needs `name` and `storage_path` set, so lightray knows where the checkpoints are: "
+                "ray.train.RunConfig(name='my-run', storage_path='/shared/or/s3://bucket/path', ...)."
+            )
+    return scaling, run
+
+
+def _default_cpu_share(num_workers: int, cluster_cpus: float) -> float:
+    """Up to one CPU per worker, leaving ``RESERVED_CPUS`` for Ray Data and the driver's small actors."""
+    share = math.floor(10 * min(1.0, (cluster_cpus - RESERVED_CPUS) / num_workers)) / 10
+    if share < 0.1:
+        raise MisconfigurationError(
+            f"{num_workers} workers do not fit this Ray cluster's {cluster_cpus:g} CPUs (with {RESERVED_CPUS} kept "
+            "for Ray Data): use fewer workers, add nodes, or pass resources_per_worker={'CPU': ...} explicitly."
+        )
+    return share
+
+
+def _checkpoint_config(trainer: Trainer) -> Any:
+    """Ray's retention from the ModelCheckpoint: its top-k by its monitor (Ray always keeps the latest too)."""
+    import ray.train
+
+    callback = trainer.checkpoint_callback
+    if callback is None or callback.save_top_k in (-1, 0):
+        return ray.train.CheckpointConfig()
+    if callback.monitor is None:
+        return ray.train.CheckpointConfig(num_to_keep=max(1, callback.save_top_k))
+    return ray.train.CheckpointConfig(
+        num_to_keep=callback.save_top_k,
+        checkpoint_score_attribute=callback.monitor,
+        checkpoint_score_order=callback.mode,
+    )
+
+
+def check_fits(scaling: Any) -> None:
+    """Raise at once when the worker group can never be placed, instead of waiting forever."""
+    import ray
+
+    nodes = [node for node in ray.nodes() if node.get("Alive")]
+    per_worker = dict(scaling.resources_per_worker or {})
+    per_worker.setdefault("CPU", 0 if scaling.use_gpu else 1)
+    if scaling.use_gpu:
+        per_worker.setdefault("GPU", 1)
+    workers = scaling.num_workers if isinstance(scaling.num_workers, int) else scaling.num_workers[0]
+    totals: dict[str, float] = {}
+    for node in nodes:
+        for key, value in node.get("Resources", {}).items():
+            totals[key] = totals.get(key, 0.0) + value
+    problems = []
+    for key, amount in per_worker.items():
+        if amount and totals.get(key, 0.0) + 1e-9 < amount * workers:
+            problems.append(
+                f"{workers} workers x {amount:g} {key} = {amount * workers:g}, cluster has {totals.get(key, 0):g}"
+            )
+    if scaling.placement_strategy in ("STRICT_SPREAD",) and len(nodes) < workers:
+        problems.append(f"placement_strategy='STRICT_SPREAD' needs {workers} nodes, cluster has {len(nodes)}")
+    if scaling.placement_strategy in ("STRICT_SPREAD", "SPREAD", "PACK", "STRICT_PACK"):
+        fits_one = [
+            n for n in nodes if all(n.get("Resources", {}).get(k, 0) + 1e-9 >= v for k, v in per_worker.items() if v)
+        ]
+        if not fits_one:
+            problems.append(f"no node has the resources of one worker {per_worker}")
+    if problems:
+        raise MisconfigurationError(
+            "The requested Ray workers can never be placed on this cluster:\n"
+            + "\n".join(f"  - {p}" for p in problems)
+            + "\nLower num_workers or resources_per_worker, or add nodes."
+        )

@@ -1,0 +1,86 @@
+"""Modules and callbacks for the Ray tests. They live in an importable module so workers can load them."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+import lightray as pl
+
+
+class Regression(pl.LightningModule):
+    """A small deterministic regression; records which samples each rank trained on."""
+
+    def __init__(self, n: int = 64, batch_size: int = 4, record_dir: str | None = None, fail_on_rank: int = -1):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(4, 16), nn.Tanh(), nn.Linear(16, 1))
+        g = torch.Generator().manual_seed(0)
+        self.x, self.y = torch.randn(n, 4, generator=g), torch.randn(n, 1, generator=g)
+        self.batch_size, self.record_dir, self.fail_on_rank = batch_size, record_dir, fail_on_rank
+
+    def training_step(self, batch, batch_idx):
+        if self.global_rank == self.fail_on_rank and self.global_step == 3:
+            raise ValueError(f"bad batch on rank {self.global_rank}")
+        idx, x, y = batch
+        if self.record_dir:
+            with open(os.path.join(self.record_dir, f"rank{self.global_rank}.txt"), "a") as f:
+                f.write(" ".join(str(int(i)) for i in idx) + f" step={self.global_step}\n")
+        loss = nn.functional.mse_loss(self.net(x), y)
+        self.log("train_loss", loss)
+        self.log("rank_mean", float(self.global_rank), sync_dist=True, on_step=True, on_epoch=False)
+        return loss
+
+    def validation_step(self, batch, batch_idx):
+        _, x, y = batch
+        self.log("val_loss", nn.functional.mse_loss(self.net(x), y), sync_dist=True)
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.05)
+
+    def train_dataloader(self):
+        data = TensorDataset(torch.arange(len(self.x)), self.x, self.y)
+        return DataLoader(data, batch_size=self.batch_size, shuffle=True)
+
+    def val_dataloader(self):
+        return DataLoader(TensorDataset(torch.arange(16), self.x[:16], self.y[:16]), batch_size=4)
+
+
+class KillOnce(pl.Callback):
+    """SIGKILLs global rank ``rank`` once, after ``step`` optimizer steps (a marker file makes it once)."""
+
+    def __init__(self, marker: str, step: int, rank: int = 1) -> None:
+        self.marker, self.step, self.rank = marker, step, rank
+
+    def on_train_batch_end(self, trainer, pl_module, *args):
+        if trainer.global_rank == self.rank and trainer.global_step == self.step and not os.path.exists(self.marker):
+            open(self.marker, "w").close()
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+class RaiseOnce(pl.Callback):
+    """Raises once after ``step`` steps, as a driver crash would stop a run (a marker file makes it once)."""
+
+    def __init__(self, marker: str, step: int) -> None:
+        self.marker, self.step = marker, step
+
+    def on_train_batch_end(self, trainer, pl_module, *args):
+        if trainer.global_step == self.step and not os.path.exists(self.marker):
+            open(self.marker, "w").close()
+            raise RuntimeError("interrupted on purpose")
+
+
+class RecordNode(pl.Callback):
+    """Writes each rank's Ray node id into ``folder``."""
+
+    def __init__(self, folder: str) -> None:
+        self.folder = folder
+
+    def on_train_start(self, trainer, pl_module):
+        import ray
+
+        with open(os.path.join(self.folder, f"node-rank{trainer.global_rank}.txt"), "w") as f:
+            f.write(ray.get_runtime_context().get_node_id())

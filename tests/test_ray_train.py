@@ -1,0 +1,126 @@
+"""The same Trainer on Ray Train workers: DDP on a real local Ray cluster, fault tolerance, resume."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+import lightray as pl
+from lightray.checkpoint import load_checkpoint_file
+from ray_helpers import KillOnce, RaiseOnce, Regression
+
+ray = pytest.importorskip("ray")
+pytestmark = [pytest.mark.ray, pytest.mark.slow]
+
+QUIET = dict(enable_progress_bar=False, enable_model_summary=False, logger=False)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def local_cluster():
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="warning")
+    yield
+    ray.shutdown()
+
+
+def fit(tmp_path, name, model=None, callbacks=(), **kwargs):
+    model = model or Regression()
+    trainer = pl.Trainer(max_epochs=2, num_workers=2, storage_path=str(tmp_path / "runs"), name=name,
+                         default_root_dir=tmp_path, callbacks=list(callbacks), **QUIET, **kwargs)  # fmt: skip
+    trainer.fit(model)
+    return model, trainer
+
+
+def test_two_worker_ddp_fit(tmp_path):
+    record = tmp_path / "record"
+    record.mkdir()
+    initial = Regression()
+    before = {k: v.clone() for k, v in initial.state_dict().items()}
+    model, trainer = fit(tmp_path, "ddp", model=Regression(record_dir=str(record)))
+
+    # each rank trained on its own half of the data every epoch, with a new shuffle per epoch
+    seen = {rank: (record / f"rank{rank}.txt").read_text().splitlines() for rank in (0, 1)}
+    assert trainer.global_step == 2 * 64 // (4 * 2)  # 8 steps per epoch per rank
+    for epoch in range(2):
+        epoch_ids = [set(), set()]
+        for rank in (0, 1):
+            for line in seen[rank][epoch * 8 : (epoch + 1) * 8]:
+                epoch_ids[rank].update(int(i) for i in line.split()[:-1])
+        assert epoch_ids[0].isdisjoint(epoch_ids[1]) and len(epoch_ids[0] | epoch_ids[1]) == 64
+
+    # the driver's module holds the trained weights, which are those of the last checkpoint
+    assert not torch.equal(model.net[0].weight, before["net.0.weight"])
+    path = trainer.checkpoint_callback.best_model_path
+    assert path.startswith(str(tmp_path / "runs" / "ddp")) and os.path.isdir(path)
+    saved = load_checkpoint_file(path)
+    for key, value in model.state_dict().items():
+        assert torch.equal(saved["state_dict"][key], value)
+    assert Regression.load_from_checkpoint(path).net[0].weight.shape == (16, 4)
+
+    # sync_dist reduced across ranks; metrics and their history came back to the driver
+    assert float(trainer.callback_metrics["rank_mean"]) == pytest.approx(0.5)
+    assert {"train_loss", "val_loss", "rank_mean"} <= set(trainer.callback_metrics)
+    assert trainer.current_epoch == 2
+    assert [row["epoch"] for row in trainer.logged_metrics_history if "val_loss" in row] == [0.0, 1.0]
+
+
+def test_user_exception_reaches_the_driver(tmp_path):
+    with pytest.raises(ValueError, match="bad batch on rank 1"):
+        fit(tmp_path, "fails", model=Regression(fail_on_rank=1))
+
+
+def test_sigkilled_worker_resumes_to_identical_weights(tmp_path):
+    pl.seed_everything(1)
+    checkpoints = pl.callbacks.ModelCheckpoint(every_n_train_steps=3, save_top_k=-1)
+    reference, _ = fit(tmp_path, "reference", callbacks=[checkpoints])
+    pl.seed_everything(1)
+    marker = str(tmp_path / "killed")
+    resumed, trainer = fit(
+        tmp_path,
+        "killed",
+        callbacks=[pl.callbacks.ModelCheckpoint(every_n_train_steps=3, save_top_k=-1), KillOnce(marker, step=5)],
+        max_failures=1,
+    )
+    assert os.path.exists(marker)  # the worker really was killed
+    assert trainer.global_step == 16
+    for key, value in reference.state_dict().items():
+        assert torch.equal(resumed.state_dict()[key], value), key
+
+
+def test_rerunning_the_script_resumes_the_run(tmp_path):
+    pl.seed_everything(2)
+    marker = str(tmp_path / "interrupted")
+    callbacks = [pl.callbacks.ModelCheckpoint(every_n_train_steps=4, save_top_k=-1), RaiseOnce(marker, step=6)]
+    with pytest.raises(RuntimeError, match="interrupted on purpose"):
+        fit(tmp_path, "rerun", callbacks=callbacks)
+    pl.seed_everything(2)
+    record = tmp_path / "record"
+    record.mkdir()
+    model, trainer = fit(tmp_path, "rerun", model=Regression(record_dir=str(record)), callbacks=callbacks)
+    first_step = int((record / "rank0.txt").read_text().splitlines()[0].split("step=")[1])
+    assert first_step == 4  # continued from the checkpoint at step 4, not from scratch
+    assert trainer.global_step == 16
+
+
+def test_workers_that_can_never_fit_fail_fast(tmp_path):
+    trainer = pl.Trainer(max_epochs=1, num_workers=3, resources_per_worker={"CPU": 1}, storage_path=str(tmp_path),
+                         **QUIET)  # fmt: skip
+    with pytest.raises(pl.MisconfigurationError, match=r"3 workers x 1 CPU = 3, cluster has 2"):
+        trainer.fit(Regression())
+
+
+def test_unpicklable_module_gets_a_clear_error(tmp_path):
+    import threading
+
+    model = Regression()
+    model.lock = threading.Lock()
+    trainer = pl.Trainer(max_epochs=1, num_workers=2, storage_path=str(tmp_path), **QUIET)
+    with pytest.raises(pl.MisconfigurationError, match="cannot be sent to the Ray workers.*picklable"):
+        trainer.fit(model)
+
+
+def test_devices_map_to_workers():
+    with pytest.warns(UserWarning, match="one Ray Train worker per device.*num_workers=4"):
+        trainer = pl.Trainer(accelerator="cpu", devices=2, num_nodes=2, **QUIET)
+    assert trainer.on_ray and trainer._ray_options["num_workers"] == 4
