@@ -6,10 +6,10 @@ import os
 
 import pytest
 import torch
+from ray_helpers import KillOnce, RaiseOnce, Regression
 
 import lightray as pl
 from lightray.checkpoint import load_checkpoint_file
-from ray_helpers import KillOnce, RaiseOnce, Regression
 
 ray = pytest.importorskip("ray")
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
