@@ -1,7 +1,8 @@
 """The demo: a small CNN on scikit-learn's handwritten digits (8x8 images, shipped with scikit-learn).
 
-    python examples/digits.py                 # trains a few epochs on the CPU, prints validation accuracy
-    python examples/digits.py --fast-dev-run  # one batch of each stage, as the tests run it
+    python examples/digits.py                   # trains a few epochs on the CPU, prints validation accuracy
+    python examples/digits.py --num-workers 2   # the same program on 2 Ray Train workers (DDP)
+    python examples/digits.py --fast-dev-run    # one batch of each stage, as the tests run it
 
 The program is plain Lightning code: only the import differs.
 """
@@ -84,6 +85,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     parser.add_argument("--lr", type=float, default=3e-3)
     parser.add_argument("--fast-dev-run", action="store_true")
     parser.add_argument("--default-root-dir", default=None)
+    parser.add_argument("--num-workers", type=int, default=0, help="Ray Train workers (0: train in this process)")
     args = parser.parse_args(argv)
 
     pl.seed_everything(0)
@@ -92,6 +94,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         max_epochs=args.max_epochs,
         fast_dev_run=args.fast_dev_run,
         default_root_dir=args.default_root_dir,
+        num_workers=args.num_workers,
     )
     model = DigitsCNN(lr=args.lr)
     trainer.fit(model, datamodule=DigitsData(batch_size=args.batch_size))

@@ -31,3 +31,38 @@ def test_digits_demo_reaches_95_percent_within_a_minute(tmp_path):
     accuracy = float(out.stdout.strip().splitlines()[-1].split(":")[1])
     assert accuracy >= 0.95, out.stdout
     assert elapsed < 60, f"took {elapsed:.0f} s"
+
+
+def test_cifar10_synthetic_in_process(tmp_path):
+    import cifar10
+
+    trainer = cifar10.main(["--synthetic", "--size", "32", "--max-epochs", "1", "--default-root-dir", str(tmp_path)])
+    assert trainer.global_step == 2 and "train_loss" in trainer.callback_metrics
+
+
+def _run_example(args: list[str], tmp_path) -> str:
+    out = subprocess.run(
+        [sys.executable, *args, "--default-root-dir", str(tmp_path)],
+        capture_output=True, text=True, timeout=300, cwd=tmp_path,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    return out.stdout
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_digits_on_two_ray_workers(tmp_path):
+    stdout = _run_example([os.path.join(ROOT, "examples", "digits.py"), "--num-workers", "2", "--max-epochs", "1"],
+                          tmp_path)  # fmt: skip
+    accuracy = float(stdout.strip().splitlines()[-1].split(":")[1])
+    assert accuracy > 0.5  # one epoch on two workers already learns the digits
+    runs = os.listdir(tmp_path / "ray_results")
+    assert len(runs) == 1 and any(p.endswith(".ckpt") for p in os.listdir(tmp_path / "ray_results" / runs[0]))
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_cifar10_synthetic_on_two_ray_workers(tmp_path):
+    stdout = _run_example([os.path.join(ROOT, "examples", "cifar10.py"), "--synthetic", "--num-workers", "2",
+                           "--size", "32", "--max-epochs", "1"], tmp_path)  # fmt: skip
+    assert "train_loss:" in stdout
