@@ -124,3 +124,26 @@ def test_devices_map_to_workers():
     with pytest.warns(UserWarning, match="one Ray Train worker per device.*num_workers=4"):
         trainer = pl.Trainer(accelerator="cpu", devices=2, num_nodes=2, **QUIET)
     assert trainer.on_ray and trainer._ray_options["num_workers"] == 4
+
+
+def test_validate_and_predict_on_workers(tmp_path):
+    model = Regression()
+    trainer = pl.Trainer(num_workers=2, storage_path=str(tmp_path / "runs"), name="eval", **QUIET)
+    results = trainer.validate(model, verbose=False)
+    twin = Regression()
+    twin.load_state_dict(model.state_dict())
+    local = pl.Trainer(**QUIET).validate(twin, verbose=False)
+    # validation data split over two ranks, reduced with sync_dist: the same mean as one process
+    assert results[0]["val_loss"] == pytest.approx(local[0]["val_loss"], rel=1e-5)
+
+
+def test_unregistered_checkpoints_are_set_aside(tmp_path):
+    from lightray.ray.train import _set_aside_unregistered
+
+    for step in (4, 8):
+        folder = tmp_path / f"epoch=0-step={step}.ckpt"
+        folder.mkdir()
+        torch.save({"global_step": step, "state_dict": {}}, folder / "checkpoint.ckpt")
+    with pytest.warns(UserWarning, match=r"step=8.ckpt \(global step 8\) was written after .* \(step 4\)"):
+        _set_aside_unregistered(str(tmp_path), restored_step=4)
+    assert sorted(os.listdir(tmp_path)) == ["epoch=0-step=4.ckpt", "epoch=0-step=8.ckpt.unregistered"]
