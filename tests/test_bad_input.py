@@ -136,9 +136,15 @@ def test_fp16_on_cpu_suggests_bf16():
         pl.Trainer(accelerator="cpu", precision="16-mixed")
 
 
-def test_several_local_devices_point_to_ray_workers():
-    with pytest.raises(pl.MisconfigurationError, match="num_workers"):
-        pl.Trainer(accelerator="cpu", devices=4)
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message for a machine without a GPU")
+def test_gpu_requested_without_a_gpu():
+    with pytest.raises(pl.MisconfigurationError, match="no CUDA GPU is visible"):
+        pl.Trainer(accelerator="gpu")
+
+
+def test_unknown_device_spec():
+    with pytest.raises(pl.MisconfigurationError, match=r"devices='many': use 'auto', 1 or \[index\]"):
+        pl.Trainer(accelerator="cpu", devices="many")
 
 
 def test_multiple_optimizers_need_manual_optimization(quiet):
