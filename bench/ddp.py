@@ -71,8 +71,9 @@ def run_plain(folder: str, epochs: int) -> tuple[float, float]:
     from ray.train.torch import TorchTrainer
 
     config = {"epochs": epochs, "stamps": os.path.join(folder, "plain.json")}
+    run_config = ray.train.RunConfig(storage_path=folder, name=f"plain-{time.time_ns()}")
     trainer = TorchTrainer(plain_train_fn, train_loop_config=config, scaling_config=ray.train.ScalingConfig(**SCALING),
-                           run_config=ray.train.RunConfig(storage_path=folder, name=f"plain-{time.time_ns()}"))  # fmt: skip
+                           run_config=run_config)  # fmt: skip
     start = time.time()
     trainer.fit()
     return start, time.time()
@@ -100,9 +101,9 @@ def run_lightning(folder: str, epochs: int) -> tuple[float, float]:
     from ray.train.torch import TorchTrainer
 
     config = {"epochs": epochs, "stamps": os.path.join(folder, "lightning.json")}
+    run_config = ray.train.RunConfig(storage_path=folder, name=f"pl-{time.time_ns()}")
     trainer = TorchTrainer(lightning_train_fn, train_loop_config=config,
-                           scaling_config=ray.train.ScalingConfig(**SCALING),
-                           run_config=ray.train.RunConfig(storage_path=folder, name=f"pl-{time.time_ns()}"))  # fmt: skip
+                           scaling_config=ray.train.ScalingConfig(**SCALING), run_config=run_config)  # fmt: skip
     start = time.time()
     trainer.fit()
     return start, time.time()

@@ -7,9 +7,9 @@ import threading
 import time
 
 import pytest
+from ray_helpers import RecordNode, Regression
 
 import lightray as pl
-from ray_helpers import RecordNode, Regression
 
 ray = pytest.importorskip("ray")
 cluster_utils = pytest.importorskip("ray.cluster_utils")
