@@ -38,7 +38,7 @@ def ray_configs(trainer: Trainer) -> tuple[ScalingConfig, RunConfig]:
     run = options["run_config"]
     if run is None:
         storage_path = options["storage_path"] or os.path.join(os.path.abspath(trainer.default_root_dir), "ray_results")
-        run = ray.train.RunConfig(
+        run = ray.train.RunConfig(  # type: ignore[call-arg]  # (mypy sees Ray Train v1 stubs)
             name=options["name"] or time.strftime("lightray-%Y%m%d-%H%M%S"),
             storage_path=storage_path,
             failure_config=ray.train.FailureConfig(max_failures=options["max_failures"]),
