@@ -7,6 +7,7 @@ differs between the two (devices, process groups, samplers, DDP) is asked of ``t
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
@@ -467,17 +468,50 @@ class Loop:
 
     # ================================================================== loop state for checkpoints
     def state_dict(self) -> dict[str, Any]:
-        return {**asdict(self.state), "epoch_start_rng": self._epoch_start_rng}
+        return {
+            **asdict(self.state),
+            "epoch_start_rng": self._epoch_start_rng,
+            "world_size": self.trainer.world_size,
+            "accumulate_grad_batches": self.trainer.accumulate_grad_batches,
+        }
 
     def load_state_dict(self, state: dict[str, Any], rng_states: dict[str, Any] | None) -> None:
         """Continue where the checkpoint was taken: at its next batch, or after its epoch."""
         fields = {name: state[name] for name in asdict(self.state)}
         self.state = LoopState(**fields)
+        saved_world = state.get("world_size", self.trainer.world_size)
+        if saved_world != self.trainer.world_size:
+            self._adapt_to_world_size(saved_world, state.get("accumulate_grad_batches", 1))
         if self.state.phase == "fit_end":
             if rng_states is not None:
                 restore_rng_states(rng_states)
             return
         self._resume = ResumePoint(self.state.phase, state["epoch_start_rng"], rng_states)
+
+    def _adapt_to_world_size(self, saved_world: int, saved_accumulate: int) -> None:
+        """Resuming on another number of workers (elastic training): keep the global batch size.
+
+        Accumulation is scaled so that workers x accumulation stays the same when it divides; the
+        interrupted epoch continues after the same samples, since DistributedSampler deals one global
+        order out to the ranks.
+        """
+        trainer, world = self.trainer, self.trainer.world_size
+        total = saved_world * saved_accumulate
+        if total % world == 0:
+            trainer.accumulate_grad_batches = total // world
+            message = (
+                f"accumulate_grad_batches {saved_accumulate} -> {trainer.accumulate_grad_batches} keeps the "
+                "global batch size"
+            )
+        else:
+            message = (
+                f"the global batch size changes by {world * trainer.accumulate_grad_batches}/{total}: "
+                f"{total} is not a multiple of {world} workers"
+            )
+        consumed = self.state.batch_idx * saved_world
+        self.state.batch_idx = consumed // world
+        if trainer.is_global_zero:
+            warnings.warn(f"Resuming on {world} workers instead of {saved_world}: {message}.", stacklevel=2)
 
     # ================================================================== optimization
     def automatic_step(self, batch: Any, batch_idx: int, args: tuple) -> dict[str, Any]:

@@ -63,7 +63,7 @@ class Trainer:
         inference_mode: bool = True,
         default_root_dir: str | os.PathLike | None = None,
         num_nodes: int = 1,
-        num_workers: int = 0,
+        num_workers: int | tuple[int, int] = 0,
         use_gpu: bool = False,
         resources_per_worker: dict[str, float] | None = None,
         placement_strategy: str = "PACK",
@@ -137,8 +137,12 @@ class Trainer:
             max_time_seconds = _parse_max_time(max_time)
         except ValueError as err:
             errors.append(str(err))
-        if not isinstance(num_workers, int) or num_workers < 0:
-            errors.append(f"num_workers={num_workers!r}: must be 0 (run in this process) or the number of Ray workers")
+        elastic = isinstance(num_workers, tuple) and len(num_workers) == 2 and 1 <= num_workers[0] <= num_workers[1]
+        if not elastic and (not isinstance(num_workers, int) or num_workers < 0):
+            errors.append(
+                f"num_workers={num_workers!r}: must be 0 (run in this process), the number of Ray workers, or "
+                "(min, max) for elastic training"
+            )
         if not isinstance(max_failures, int) or max_failures < -1:
             errors.append(f"max_failures={max_failures!r}: must be -1 (retry forever) or an int >= 0")
         requested = _requested_devices(devices) * (num_nodes if isinstance(num_nodes, int) else 1)

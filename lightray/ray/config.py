@@ -28,7 +28,8 @@ def ray_configs(trainer: Trainer) -> tuple[ScalingConfig, RunConfig]:
     if scaling is None:
         resources = options["resources_per_worker"]
         if resources is None and not options["use_gpu"]:
-            resources = {"CPU": _default_cpu_share(options["num_workers"], ray.cluster_resources().get("CPU", 1.0))}
+            most = options["num_workers"] if isinstance(options["num_workers"], int) else options["num_workers"][1]
+            resources = {"CPU": _default_cpu_share(most, ray.cluster_resources().get("CPU", 1.0))}
         scaling = ray.train.ScalingConfig(
             num_workers=options["num_workers"],
             use_gpu=options["use_gpu"],
