@@ -138,3 +138,23 @@ def test_resume_from_every_checkpoint_of_a_run(tmp_path):
                            val_check_interval=0.5)  # fmt: skip
         for a, b in zip(full.state_dict().values(), resumed.state_dict().values()):
             assert torch.equal(a, b), name
+
+
+@pytest.mark.parametrize(("saved_world", "world", "accumulate", "expected"), [(2, 1, 1, 2), (4, 2, 1, 2), (2, 3, 1, 1)])
+def test_resuming_on_another_number_of_workers_keeps_the_global_batch(saved_world, world, accumulate, expected):
+    """Elastic training: the same samples count as consumed, and accumulation keeps workers x batches."""
+    from lightray.strategies import SingleDeviceStrategy
+
+    class Ranks(SingleDeviceStrategy):
+        world_size = world  # type: ignore[assignment]
+
+    trainer = pl.Trainer(accumulate_grad_batches=accumulate, logger=False, enable_progress_bar=False)
+    trainer.strategy = Ranks()
+    state = {"epoch": 1, "batch_idx": 6, "global_step": 20, "batches_that_stepped": 20, "total_batch_idx": 26,
+             "phase": "before_batch", "epoch_start_rng": {}, "world_size": saved_world,
+             "accumulate_grad_batches": 1}  # fmt: skip
+    match = "keeps the global batch size" if (saved_world % world == 0) else "global batch size changes"
+    with pytest.warns(UserWarning, match=f"Resuming on {world} workers instead of {saved_world}: .*{match}"):
+        trainer._loop.load_state_dict(state, rng_states=None)
+    assert trainer.accumulate_grad_batches == expected
+    assert trainer._loop.state.batch_idx == 6 * saved_world // world

@@ -172,3 +172,7 @@ class RayDDPStrategy(Strategy):
                 torch.save(checkpoint, os.path.join(folder, CHECKPOINT_FILE))
                 report_checkpoint = ray.train.Checkpoint.from_directory(folder)
             ray.train.report(metrics, checkpoint=report_checkpoint, checkpoint_dir_name=name)
+        # Ray Train hands reports to its controller through a queue of one: this second report returns only
+        # once the controller has taken (and registered) the checkpoint, so a crash right after a save
+        # still resumes from it instead of from the one before.
+        ray.train.report(metrics)
