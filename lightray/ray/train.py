@@ -50,6 +50,7 @@ def launch(trainer: Trainer, stage: str, stage_kwargs: dict[str, Any] | None = N
     import ray
     import ray.train
     from ray.train.torch import TorchTrainer
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     from lightray.callbacks.progress import ProgressBar, default_renderer
     from lightray.ray.channel import ChannelRenderer, DriverChannel, ProgressRelay
@@ -61,7 +62,9 @@ def launch(trainer: Trainer, stage: str, stage_kwargs: dict[str, Any] | None = N
     scaling, run = ray_configs(trainer)
     check_fits(scaling)
     run_dir = _join(run.storage_path, run.name)
-    channel = DriverChannel.remote()  # type: ignore[attr-defined]
+    # on the driver's own node: it must outlive any worker node that fails
+    here = NodeAffinitySchedulingStrategy(node_id=ray.get_runtime_context().get_node_id(), soft=False)
+    channel = DriverChannel.options(scheduling_strategy=here).remote()  # type: ignore[attr-defined]
     bar = next((cb for cb in trainer.callbacks if isinstance(cb, ProgressBar)), None)
     callbacks = list(trainer.callbacks)
     if bar is not None:  # rank 0 feeds the driver's one bar
