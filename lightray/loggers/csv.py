@@ -6,40 +6,19 @@ import csv
 import os
 from typing import Any
 
-from lightray.loggers.logger import Logger, next_version
+from lightray.loggers.logger import FolderLogger
 
 
-class CSVLogger(Logger):
+class CSVLogger(FolderLogger):
     """Writes metrics to a CSV file; the default logger. Rows are buffered and written on ``save``."""
 
     def __init__(
         self, save_dir: str | os.PathLike, name: str | None = "lightning_logs", version: int | str | None = None
     ) -> None:
-        self._save_dir = os.fspath(save_dir)
-        self._name = name or ""
-        self._version = version
+        super().__init__(save_dir, name, version)
         self._rows: list[dict[str, Any]] = []
         self._columns: list[str] = []
         self._hparams: dict[str, Any] = {}
-
-    @property
-    def name(self) -> str:
-        return self._name
-
-    @property
-    def version(self) -> int | str:
-        if self._version is None:
-            self._version = next_version(os.path.join(self._save_dir, self._name))
-        return self._version
-
-    @property
-    def save_dir(self) -> str:
-        return self._save_dir
-
-    @property
-    def log_dir(self) -> str:
-        version = self.version if isinstance(self.version, str) else f"version_{self.version}"
-        return os.path.join(self._save_dir, self._name, version)
 
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
         row = {**metrics, "step": step}

@@ -48,6 +48,34 @@ class Logger:
         self.save()
 
 
+class FolderLogger(Logger):
+    """A logger that writes under ``<save_dir>/<name>/version_N`` (the next free N unless ``version`` is given)."""
+
+    def __init__(self, save_dir: str | os.PathLike, name: str | None, version: int | str | None) -> None:
+        self._save_dir = os.fspath(save_dir)
+        self._name = name or ""
+        self._version = version
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def version(self) -> int | str:
+        if self._version is None:
+            self._version = next_version(os.path.join(self._save_dir, self._name))
+        return self._version
+
+    @property
+    def save_dir(self) -> str:
+        return self._save_dir
+
+    @property
+    def log_dir(self) -> str:
+        version = self.version if isinstance(self.version, str) else f"version_{self.version}"
+        return os.path.join(self._save_dir, self._name, version)
+
+
 def next_version(root: str) -> int:
     """The next free ``version_N`` under ``root`` (0 when there is none)."""
     if not os.path.isdir(root):

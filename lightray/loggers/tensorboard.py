@@ -7,7 +7,7 @@ from typing import Any
 
 from lightray.errors import MisconfigurationError
 from lightray.loggers.csv import write_hparams_yaml
-from lightray.loggers.logger import Logger, next_version
+from lightray.loggers.logger import FolderLogger
 
 
 def _summary_writer_class() -> Any:
@@ -27,7 +27,7 @@ def _summary_writer_class() -> Any:
         ) from err
 
 
-class TensorBoardLogger(Logger):
+class TensorBoardLogger(FolderLogger):
     """Writes scalars (and hyperparameters) for TensorBoard. Driver-free: writes from global rank 0."""
 
     def __init__(
@@ -39,34 +39,13 @@ class TensorBoardLogger(Logger):
         prefix: str = "",
         **writer_kwargs: Any,
     ) -> None:
-        self._save_dir = os.fspath(save_dir)
-        self._name = name or ""
-        self._version = version
+        super().__init__(save_dir, name, version)
         self._default_hp_metric = default_hp_metric
         self._prefix = prefix
         self._writer_kwargs = writer_kwargs
         self._writer_class = _summary_writer_class()  # fail now, not at the first log
         self._experiment: Any = None
         self._hparams: dict[str, Any] = {}
-
-    @property
-    def name(self) -> str:
-        return self._name
-
-    @property
-    def version(self) -> int | str:
-        if self._version is None:
-            self._version = next_version(os.path.join(self._save_dir, self._name))
-        return self._version
-
-    @property
-    def save_dir(self) -> str:
-        return self._save_dir
-
-    @property
-    def log_dir(self) -> str:
-        version = self.version if isinstance(self.version, str) else f"version_{self.version}"
-        return os.path.join(self._save_dir, self._name, version)
 
     @property
     def experiment(self) -> Any:
