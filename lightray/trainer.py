@@ -6,13 +6,13 @@ import contextlib
 import datetime
 import math
 import os
-import re
 import warnings
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 import torch
 
+from lightray import trainer_args
 from lightray.callbacks.callback import Callback
 from lightray.datamodule import LightningDataModule
 from lightray.errors import MisconfigurationError
@@ -104,7 +104,7 @@ class Trainer:
             ("limit_test_batches", limit_test_batches),
             ("limit_predict_batches", limit_predict_batches),
         ):
-            errors += _check_limit(arg, limit)
+            errors += trainer_args.check_limit(arg, limit)
         if val_check_interval is not None:
             if isinstance(val_check_interval, float) and not 0.0 < val_check_interval <= 1.0:
                 errors.append(
@@ -134,7 +134,7 @@ class Trainer:
             errors.append(f"deterministic={deterministic!r}: use True, False or 'warn'")
         max_time_seconds = None
         try:
-            max_time_seconds = _parse_max_time(max_time)
+            max_time_seconds = trainer_args.parse_max_time(max_time)
         except ValueError as err:
             errors.append(str(err))
         elastic = isinstance(num_workers, tuple) and len(num_workers) == 2 and 1 <= num_workers[0] <= num_workers[1]
@@ -145,7 +145,7 @@ class Trainer:
             )
         if not isinstance(max_failures, int) or max_failures < -1:
             errors.append(f"max_failures={max_failures!r}: must be -1 (retry forever) or an int >= 0")
-        requested = _requested_devices(devices) * (num_nodes if isinstance(num_nodes, int) else 1)
+        requested = trainer_args.requested_devices(devices) * (num_nodes if isinstance(num_nodes, int) else 1)
         if requested > 1 and num_workers == 0 and scaling_config is None:
             warnings.warn(
                 f"devices={devices!r}, num_nodes={num_nodes}: lightray runs one Ray Train worker per device, so "
@@ -157,7 +157,7 @@ class Trainer:
             devices = 1
         device: torch.device | None = None
         try:
-            device = _select_device("cpu" if num_workers or scaling_config else accelerator, devices)
+            device = trainer_args.select_device("cpu" if num_workers or scaling_config else accelerator, devices)
         except ValueError as err:
             errors.append(str(err))
         if device is not None and device.type == "cpu" and precision in ("16-mixed", "16"):
@@ -197,7 +197,7 @@ class Trainer:
         self.enable_model_summary = enable_model_summary is not False
         self.deterministic = deterministic
         if deterministic:
-            _set_deterministic(warn_only=deterministic == "warn")
+            trainer_args.set_deterministic(warn_only=deterministic == "warn")
 
         self._ray_options = {
             "num_workers": num_workers,
@@ -217,8 +217,8 @@ class Trainer:
         self.callbacks: list[Callback] = _as_list(callbacks)
         for callback in self.callbacks:
             check_removed_hooks(callback, REMOVED_CALLBACK_HOOKS, "Callback")
-        self.callbacks += _default_callbacks(self, self.callbacks, max_time_seconds)
-        self.loggers: list[Any] = _make_loggers(logger, self.default_root_dir)
+        self.callbacks += trainer_args.default_callbacks(self, self.callbacks, max_time_seconds)
+        self.loggers: list[Any] = trainer_args.make_loggers(logger, self.default_root_dir)
 
         self.lightning_module: LightningModule = None  # type: ignore[assignment]
         self.datamodule: LightningDataModule | None = None
@@ -570,25 +570,6 @@ class Trainer:
 
 
 # ====================================================================== helpers
-def _default_callbacks(trainer: Trainer, given: list[Callback], max_time: float | None) -> list[Callback]:
-    """What Lightning adds by default: checkpointing, a progress bar, a model summary, a Timer for max_time."""
-    from lightray import callbacks as cb
-
-    def has(kind: type) -> bool:
-        return any(isinstance(c, kind) for c in given)
-
-    defaults: list[Callback] = []
-    if max_time is not None and not has(cb.Timer):
-        defaults.append(cb.Timer(duration=max_time))
-    if trainer.enable_progress_bar and not has(cb.ProgressBar):
-        defaults.append(cb.ProgressBar())
-    if trainer.enable_model_summary and not has(cb.ModelSummary):
-        defaults.append(cb.ModelSummary())
-    if trainer.enable_checkpointing and not has(cb.ModelCheckpoint):
-        defaults.append(cb.ModelCheckpoint())
-    return defaults
-
-
 def _overrides(obj: Any, name: str) -> bool:
     from lightray.hooks import DataHooks
 
@@ -603,80 +584,6 @@ def _as_list(callbacks: Any) -> list[Any]:
     if isinstance(callbacks, Sequence):
         return list(callbacks)
     return [callbacks]
-
-
-def _check_limit(name: str, value: Any) -> list[str]:
-    if value is None:
-        return []
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return [f"{name}={value!r}: must be an int (batches) or a float in [0.0, 1.0] (a fraction)"]
-    if isinstance(value, float) and not 0.0 <= value <= 1.0:
-        return [f"{name}={value}: a float is a fraction and must be in [0.0, 1.0]; pass an int to count batches"]
-    if isinstance(value, int) and value < 0:
-        return [f"{name}={value}: must be >= 0"]
-    return []
-
-
-def _parse_max_time(value: Any) -> float | None:
-    if value is None:
-        return None
-    if isinstance(value, datetime.timedelta):
-        return value.total_seconds()
-    if isinstance(value, dict):
-        return datetime.timedelta(**value).total_seconds()
-    if isinstance(value, str) and re.fullmatch(r"\d+:\d{1,2}:\d{1,2}:\d{1,2}", value):
-        days, hours, minutes, seconds = (int(p) for p in value.split(":"))
-        return datetime.timedelta(days=days, hours=hours, minutes=minutes, seconds=seconds).total_seconds()
-    raise ValueError(f"max_time={value!r}: use 'DD:HH:MM:SS', a datetime.timedelta or a dict like {{'hours': 1}}")
-
-
-def _requested_devices(devices: Any) -> int:
-    if isinstance(devices, list | tuple):
-        return len(devices)
-    if isinstance(devices, int) or (isinstance(devices, str) and devices.isdigit()):
-        return max(1, int(devices))
-    return 1
-
-
-def _select_device(accelerator: str, devices: Any) -> torch.device:
-    accelerator = str(accelerator).lower()
-    if accelerator not in ("auto", "cpu", "gpu", "cuda"):
-        raise ValueError(f"accelerator={accelerator!r}: use 'auto', 'cpu' or 'gpu'")
-    want_gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
-    if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
-        raise ValueError(f"accelerator={accelerator!r} but no CUDA GPU is visible; use 'cpu' or 'auto'")
-    index = 0
-    if isinstance(devices, list | tuple):
-        if len(devices) != 1:
-            raise ValueError(
-                f"devices={devices!r}: a local Trainer uses one device; for several, use Ray workers "
-                "(`Trainer(num_workers=N)`)"
-            )
-        index = int(devices[0])
-    elif devices not in ("auto", 1, "1", -1, "-1") and not (want_gpu is False and devices in ("auto",)):
-        if str(devices).isdigit() and int(devices) > 1:
-            raise ValueError(
-                f"devices={devices!r}: a local Trainer uses one device; for several, use Ray workers "
-                "(`Trainer(num_workers=N)`)"
-            )
-        raise ValueError(f"devices={devices!r}: use 'auto', 1 or [index]")
-    return torch.device("cuda", index) if want_gpu else torch.device("cpu")
-
-
-def _set_deterministic(warn_only: bool) -> None:
-    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    torch.use_deterministic_algorithms(True, warn_only=warn_only)
-    torch.backends.cudnn.benchmark = False
-
-
-def _make_loggers(logger: Any, root_dir: str) -> list[Any]:
-    if logger is False or logger is None:
-        return []
-    if logger is True:
-        from lightray.loggers import CSVLogger
-
-        return [CSVLogger(root_dir)]
-    return list(logger) if isinstance(logger, Sequence) else [logger]
 
 
 def _print_results(stage: str, results: list[dict[str, float]]) -> None:
