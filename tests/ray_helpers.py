@@ -84,3 +84,15 @@ class RecordNode(pl.Callback):
 
         with open(os.path.join(self.folder, f"node-rank{trainer.global_rank}.txt"), "w") as f:
             f.write(ray.get_runtime_context().get_node_id())
+
+
+class RecordWorldSize(pl.Callback):
+    """Appends "world_size accumulate_grad_batches global_step" at each train start to ``path``."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def on_train_start(self, trainer, pl_module):
+        if trainer.is_global_zero:
+            with open(self.path, "a") as f:
+                f.write(f"{trainer.world_size} {trainer.accumulate_grad_batches} {trainer.global_step}\n")

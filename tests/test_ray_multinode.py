@@ -7,7 +7,7 @@ import threading
 import time
 
 import pytest
-from ray_helpers import RecordNode, Regression
+from ray_helpers import RecordNode, RecordWorldSize, Regression
 
 import lightray as pl
 
@@ -64,3 +64,44 @@ def test_workers_spread_over_nodes_and_survive_losing_one(tmp_path, cluster):
     assert len(after) == 2  # and were spread again after the restart ...
     assert (record / "first-node-rank1.txt").read_text() not in after  # ... without the removed node
     assert trainer.global_step == 3 * 64 // 8  # and training finished
+
+
+def test_elastic_run_keeps_the_global_batch_when_a_node_goes(tmp_path, cluster):
+    """With two one-CPU nodes, losing one leaves room for one worker: the run goes on with one."""
+    import ray.train
+
+    cluster, nodes = cluster
+    alive = [n for n in nodes if n.node_id in {x["NodeID"] for x in ray.nodes() if x["Alive"]}]
+    while len(alive) > 2:  # no spare node for this test
+        cluster.remove_node(alive.pop())
+    record = tmp_path / "nodes"
+    record.mkdir()
+    sizes = tmp_path / "world_sizes.txt"
+
+    class SlowRegression(Regression):
+        def training_step(self, batch, batch_idx):
+            time.sleep(0.2)
+            return super().training_step(batch, batch_idx)
+
+    def remove_rank1_node():
+        path, checkpoint = record / "node-rank1.txt", tmp_path / "runs" / "elastic" / "epoch=0-step=4.ckpt"
+        while not path.exists() or not path.read_text() or not checkpoint.exists():
+            time.sleep(0.1)
+        time.sleep(0.5)
+        cluster.remove_node(next(node for node in alive if node.node_id == path.read_text()))
+
+    killer = threading.Thread(target=remove_rank1_node, daemon=True)
+    killer.start()
+    trainer = pl.Trainer(
+        max_epochs=2, scaling_config=ray.train.ScalingConfig(num_workers=(1, 2), resources_per_worker={"CPU": 1}),
+        run_config=ray.train.RunConfig(name="elastic", storage_path=str(tmp_path / "runs"),
+                                       failure_config=ray.train.FailureConfig(max_failures=2)),
+        callbacks=[RecordNode(str(record)), RecordWorldSize(str(sizes)),
+                   pl.callbacks.ModelCheckpoint(every_n_train_steps=2, save_top_k=-1)],
+        enable_progress_bar=False, enable_model_summary=False, logger=False,
+    )  # fmt: skip
+    trainer.fit(SlowRegression())
+    killer.join(timeout=5)
+    starts = [line.split() for line in sizes.read_text().splitlines()]
+    assert starts[0][:2] == ["2", "1"] and starts[-1][:2] == ["1", "2"]  # 2 workers, then 1 worker x 2 batches
+    assert trainer.global_step == 2 * 64 // 8  # the global batch (8 samples per step) never changed

@@ -12,6 +12,7 @@ import lightray as pl
 from lightray.checkpoint import load_checkpoint_file
 
 ray = pytest.importorskip("ray")
+pytest.importorskip("ray.train")
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
 QUIET = dict(enable_progress_bar=False, enable_model_summary=False, logger=False)
@@ -147,3 +148,12 @@ def test_unregistered_checkpoints_are_set_aside(tmp_path):
     with pytest.warns(UserWarning, match=r"step=8.ckpt \(global step 8\) was written after .* \(step 4\)"):
         _set_aside_unregistered(str(tmp_path), restored_step=4)
     assert sorted(os.listdir(tmp_path)) == ["epoch=0-step=4.ckpt", "epoch=0-step=8.ckpt.unregistered"]
+
+
+def test_rays_own_config_classes_are_accepted(tmp_path):
+    scaling = ray.train.ScalingConfig(num_workers=2, resources_per_worker={"CPU": 0.5})
+    run = ray.train.RunConfig(name="own-configs", storage_path=str(tmp_path / "runs"))
+    trainer = pl.Trainer(max_epochs=1, scaling_config=scaling, run_config=run, **QUIET)
+    trainer.fit(Regression())
+    assert trainer.global_step == 64 // (4 * 2)
+    assert trainer.checkpoint_callback.best_model_path.startswith(str(tmp_path / "runs" / "own-configs"))

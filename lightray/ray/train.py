@@ -40,6 +40,7 @@ class Payload:
     run_dir: str
     seed: str | None
     threads: int
+    full_world_size: int  # workers the run asks for (the most, when elastic): the global batch is set for them
     channel: Any
     stage_kwargs: dict[str, Any] = field(default_factory=dict)
 
@@ -81,6 +82,7 @@ def launch(trainer: Trainer, stage: str, stage_kwargs: dict[str, Any] | None = N
         run_dir=run_dir,
         seed=os.environ.get("PL_GLOBAL_SEED"),
         threads=_threads(scaling),
+        full_world_size=_most_workers(scaling),
         channel=channel,
         stage_kwargs=stage_kwargs or {},
     )
@@ -100,6 +102,10 @@ def launch(trainer: Trainer, stage: str, stage_kwargs: dict[str, Any] | None = N
     if final is None:
         raise RuntimeError("The Ray workers finished without sending their results back; see the worker logs.")
     return _apply_final(trainer, final, history)
+
+
+def _most_workers(scaling: Any) -> int:
+    return scaling.num_workers if isinstance(scaling.num_workers, int) else scaling.num_workers[1]
 
 
 def _threads(scaling: Any) -> int:
@@ -202,8 +208,9 @@ def train_fn(config: dict[str, Any]) -> None:
     context = ray.train.get_context()
     rank0 = context.get_world_rank() == 0
     kwargs = dict(payload.trainer_kwargs)
+    # the worker's Trainer runs in-process: none of the Ray options that would launch workers again
     kwargs.update(callbacks=payload.callbacks, logger=payload.loggers if rank0 else False, num_workers=0,
-                  accelerator="cpu", devices=1)  # fmt: skip
+                  scaling_config=None, run_config=None, num_nodes=1, accelerator="cpu", devices=1)  # fmt: skip
     kwargs.pop("precision", None)
     trainer = Trainer(**kwargs)
     device = get_device()
@@ -214,6 +221,8 @@ def train_fn(config: dict[str, Any]) -> None:
         for callback in trainer.callbacks:
             if isinstance(callback, ProgressBar):
                 callback.refresh_rate = 0
+    if trainer.world_size != payload.full_world_size:  # an elastic run started with fewer workers
+        trainer._loop._adapt_to_world_size(payload.full_world_size, trainer.accumulate_grad_batches)
     if rank0:
         from lightray.ray.history import HistoryLogger
 
