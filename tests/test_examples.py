@@ -56,6 +56,10 @@ def test_digits_on_two_ray_workers(tmp_path):
                           tmp_path)  # fmt: skip
     accuracy = float(stdout.strip().splitlines()[-1].split(":")[1])
     assert accuracy > 0.5  # one epoch on two workers already learns the digits
+    # what the user sees: rank 0's progress as one display on the driver, worker prints shown once
+    epoch_lines = [line for line in stdout.splitlines() if line.startswith("Epoch 0: ")]
+    assert epoch_lines and epoch_lines[-1].startswith("Epoch 0: 12/12")
+    assert stdout.count("Trainable params") == 1
     runs = os.listdir(tmp_path / "ray_results")
     assert len(runs) == 1 and any(p.endswith(".ckpt") for p in os.listdir(tmp_path / "ray_results" / runs[0]))
 
