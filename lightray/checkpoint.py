@@ -18,7 +18,7 @@ import torch
 
 from lightray import storage
 from lightray.errors import MisconfigurationError
-from lightray.seed import collect_rng_states, restore_rng_states
+from lightray.seed import collect_rng_states
 
 if TYPE_CHECKING:
     from lightray.module import LightningModule
@@ -289,8 +289,3 @@ def restore_training_state(trainer: Trainer, checkpoint: dict[str, Any], path: s
     trainer.precision_plugin.load_state_dict(checkpoint.get("MixedPrecision", {}))
     trainer.callback_metrics.update(checkpoint.get("callback_metrics", {}))
     trainer._loop.load_state_dict(checkpoint["loops"]["fit_loop"], checkpoint.get("rng_states"))
-
-
-def restore_rng(checkpoint: dict[str, Any]) -> None:
-    if "rng_states" in checkpoint:
-        restore_rng_states(checkpoint["rng_states"])

@@ -15,7 +15,9 @@ def seed_everything(seed: int | None = None, workers: bool = False) -> int:
 
     Runs wherever it is called: on the driver for local runs, on each worker under Ray.
     With ``seed=None`` the ``PL_GLOBAL_SEED`` environment variable is used, else 0.
-    ``workers=True`` sets ``PL_SEED_WORKERS`` so DataLoader workers get distinct, reproducible seeds.
+    ``workers=True`` sets ``PL_SEED_WORKERS`` as Lightning does; give a DataLoader
+    ``worker_init_fn=lightray.seed.worker_init_fn`` to seed numpy and python in each loader worker too
+    (torch already seeds them).
     """
     if seed is None:
         seed = int(os.environ.get("PL_GLOBAL_SEED", 0))

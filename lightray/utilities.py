@@ -59,12 +59,3 @@ def infer_batch_size(batch: Any) -> int:
         for value in batch:
             return infer_batch_size(value)
     return 1
-
-
-def is_overridden(name: str, obj: object, base: type) -> bool:
-    """Whether ``obj``'s class (or the instance itself) replaces ``base.<name>``."""
-    attr = getattr(obj, name, None)
-    if attr is None:
-        return False
-    func = getattr(attr, "__func__", attr)
-    return func is not getattr(base, name, None)
