@@ -14,6 +14,10 @@ from lightray.callbacks import ModelCheckpoint, OnExceptionCheckpoint
 from lightray.checkpoint import CheckpointError, load_checkpoint_file
 from lightray.testing import BoringModel
 
+# what Lightning itself writes into a checkpoint (and reads back)
+LIGHTNING_KEYS = {"epoch", "global_step", "state_dict", "loops", "callbacks", "optimizer_states", "lr_schedulers",
+                  "hyper_parameters"}  # fmt: skip
+
 
 class HModel(BoringModel):
     def __init__(self, size: int = 32, lr: float = 0.1, tags: tuple = ("a",), net: torch.nn.Module | None = None):
@@ -35,20 +39,8 @@ def test_checkpoint_has_lightning_keys_and_resume_state(tmp_path):
     assert os.path.basename(path) == "epoch=0-step=4.ckpt"
     assert path.startswith(str(tmp_path / "lightning_logs" / "version_0" / "checkpoints"))
     ckpt = torch.load(path, weights_only=True)
-    for key in (
-        "epoch",
-        "global_step",
-        "state_dict",
-        "loops",
-        "callbacks",
-        "optimizer_states",
-        "lr_schedulers",
-        "hparams_name",
-        "hyper_parameters",
-        "lightray_version",
-        "pytorch-lightning_version",
-        "rng_states",
-    ):
+    extra = {"hparams_name", "lightray_version", "pytorch-lightning_version", "rng_states"}
+    for key in LIGHTNING_KEYS | extra:
         assert key in ckpt, key  # fmt: skip
     assert ckpt["hyper_parameters"] == {"size": 32, "lr": 0.2, "tags": ("a",)}
     assert set(ckpt["rng_states"]) >= {"torch", "numpy", "python"}
@@ -277,16 +269,7 @@ def test_lightray_checkpoint_loads_under_lightning(tmp_path):
     assert theirs.hparams == {"hidden": 5, "lr": 0.05}
     for key, value in ours.state_dict().items():
         assert torch.equal(theirs.state_dict()[key], value)
-    assert set(torch.load(path, weights_only=True)) >= {
-        "epoch",
-        "global_step",
-        "state_dict",
-        "loops",
-        "callbacks",
-        "optimizer_states",
-        "lr_schedulers",
-        "hyper_parameters",
-    }
+    assert set(torch.load(path, weights_only=True)) >= LIGHTNING_KEYS
 
 
 def test_lightning_checkpoint_loads_into_lightray(tmp_path):
