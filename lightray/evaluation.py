@@ -38,9 +38,7 @@ def evaluate(
     with grad_context:
         for dl_idx, (loader, limit) in enumerate(zip(loaders, limits)):
             self.metrics.dataloader_idx = dl_idx if len(loaders) > 1 else None
-            for batch_idx, batch in enumerate(loader):
-                if batch_idx >= limit:
-                    break
+            for batch_idx, batch in enumerate(data.take(loader, limit)):
                 batch = self.to_device(batch, dl_idx)
                 self.metrics.batch = batch
                 self.metrics.clear_step_values()
@@ -79,7 +77,7 @@ def run_evaluation(self: Loop, stage: str) -> list[dict[str, float]]:
     trainer._restore_checkpoint_for_eval()
     key, limit_name = ("val", "limit_val_batches") if stage == "validate" else ("test", "limit_test_batches")
     loaders = data.as_loader_list(trainer._dataloader_source(key), stage)
-    loaders = [trainer.strategy.process_dataloader(dl, shuffle=False) for dl in loaders]
+    loaders = [data.for_this_process(dl, trainer, shuffle=False) for dl in loaders]
     limits = [data.limit_batches(dl, getattr(trainer, limit_name), limit_name) for dl in loaders]
     results = self.evaluate(stage, loaders, limits) if loaders else []
     self.teardown(stage)
@@ -91,7 +89,7 @@ def run_predict(self: Loop) -> list[Any]:
     self.setup("predict")
     trainer._restore_checkpoint_for_eval()
     loaders = data.as_loader_list(trainer._dataloader_source("predict"), "predict")
-    loaders = [trainer.strategy.process_dataloader(dl, shuffle=False) for dl in loaders]
+    loaders = [data.for_this_process(dl, trainer, shuffle=False) for dl in loaders]
     limits = [data.limit_batches(dl, trainer.limit_predict_batches, "limit_predict_batches") for dl in loaders]
     step_args = data.StepArgs(module.predict_step, pass_dataloader_idx=len(loaders) > 1)
     predictions: list[list[Any]] = []
@@ -103,9 +101,7 @@ def run_predict(self: Loop) -> list[Any]:
     with context:
         for dl_idx, (loader, limit) in enumerate(zip(loaders, limits)):
             outputs: list[Any] = []
-            for batch_idx, batch in enumerate(loader):
-                if batch_idx >= limit:
-                    break
+            for batch_idx, batch in enumerate(data.take(loader, limit)):
                 batch = self.to_device(batch, dl_idx)
                 hook_args: tuple = (batch, batch_idx, dl_idx) if len(loaders) > 1 else (batch, batch_idx)
                 self.call_hook("on_predict_batch_start", *hook_args)

@@ -263,8 +263,7 @@ class Loop:
                 "Several training dataloaders at once are not supported yet; combine them into one "
                 "DataLoader (e.g. a ConcatDataset) or iterate them yourself in one IterableDataset."
             )
-        loader = trainer.strategy.process_dataloader(loader, shuffle=data.is_shuffled(loader))
-        self.train_loader = data.make_resumable(loader)
+        self.train_loader = data.make_resumable(data.for_this_process(loader, trainer))
         self.num_training_batches = data.limit_batches(
             self.train_loader, trainer.limit_train_batches, "limit_train_batches"
         )
@@ -296,7 +295,7 @@ class Loop:
             return
         trainer = self.trainer
         loaders = data.as_loader_list(trainer._dataloader_source("val"), "validation")
-        self.val_loaders = [trainer.strategy.process_dataloader(dl, shuffle=False) for dl in loaders]
+        self.val_loaders = [data.for_this_process(dl, trainer, shuffle=False) for dl in loaders]
         self.num_val_batches = [
             data.limit_batches(dl, trainer.limit_val_batches, "limit_val_batches") for dl in self.val_loaders
         ]
@@ -329,21 +328,26 @@ class Loop:
         self._end_epoch(resume)
 
     def _train_batches(self, resume: ResumePoint | None) -> None:
-        trainer, module, state = self.trainer, self.trainer.lightning_module, self.state
+        state = self.state
         loader = self.train_loader
         assert loader is not None
         if resume is not None and resume.phase == "before_batch" and state.batch_idx == 0:
             resume.restore_rng()  # the checkpoint was taken between epochs: start this one afresh
             resume = None
-        set_epoch = getattr(data.index_sampler(loader), "set_epoch", None)
-        if set_epoch is not None:
-            set_epoch(state.epoch)
+        data.set_epoch(loader, state.epoch)
         if resume is None:
             state.batch_idx = 0
             state.phase = "before_batch"
             self.metrics.reset()
             self.call_hook("on_train_epoch_start")
         iterator = self._epoch_iterator(loader, resume)
+        try:
+            self._run_batches(iterator, resume)
+        finally:
+            data.close_iterator(iterator)
+
+    def _run_batches(self, iterator: Iterator, resume: ResumePoint | None) -> None:
+        trainer, module, state = self.trainer, self.trainer.lightning_module, self.state
 
         automatic = module.automatic_optimization
         step_args = data.StepArgs(module.training_step, pass_dataloader_idx=False)

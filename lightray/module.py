@@ -13,7 +13,7 @@ from torch.optim import Optimizer
 
 from lightray.errors import MisconfigurationError
 from lightray.hooks import CheckpointHooks, DataHooks, ModelHooks
-from lightray.utilities import AttributeDict
+from lightray.utilities import AttributeDict, apply_to_tensors
 
 if TYPE_CHECKING:
     from lightray.optimization import LightningOptimizer
@@ -161,6 +161,15 @@ class LightningModule(ModelHooks, DataHooks, CheckpointHooks, nn.Module):
             batch_size=batch_size,
             rank_zero_only=rank_zero_only,
         )
+
+    def all_gather(self, data: Any, sync_grads: bool = False) -> Any:
+        """Gather tensors (or nests of them) from every process: each gains a leading world-size dimension.
+
+        Runs where the step runs; collective on Ray Train workers, so every rank must call it.
+        """
+        if sync_grads:
+            raise MisconfigurationError("all_gather(sync_grads=True) is not supported; gather detached tensors.")
+        return apply_to_tensors(data, self.trainer.strategy.all_gather)
 
     def log_dict(self, dictionary: Mapping[str, Any], **kwargs: Any) -> None:
         """``self.log`` for each item of ``dictionary`` with the same options."""

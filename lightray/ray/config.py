@@ -14,8 +14,9 @@ if TYPE_CHECKING:
 
     from lightray.trainer import Trainer
 
-# CPUs left free for Ray Data and other tasks when worker shares are chosen automatically.
-RESERVED_CPUS = 0.5
+# CPUs left free for Ray Data and other tasks when worker shares are chosen automatically: one Ray Data
+# task asks for a whole CPU by default, and cannot start on less.
+RESERVED_CPUS = 1.0
 
 
 def ray_configs(trainer: Trainer) -> tuple[ScalingConfig, RunConfig]:
@@ -116,4 +117,16 @@ def check_fits(scaling: Any) -> None:
             "The requested Ray workers can never be placed on this cluster:\n"
             + "\n".join(f"  - {p}" for p in problems)
             + "\nLower num_workers or resources_per_worker, or add nodes."
+        )
+
+
+def check_room_for_ray_data(cluster_cpus: float, workers: int, cpus_per_worker: float) -> None:
+    """Raise when the training workers leave no CPU for Ray Data's tasks (it would wait forever)."""
+    left = cluster_cpus - workers * cpus_per_worker
+    if left + 1e-9 < RESERVED_CPUS:
+        raise MisconfigurationError(
+            f"Ray Data has no CPU to run on: {workers} workers x {cpus_per_worker:g} CPU leave {max(left, 0):g} of "
+            f"the cluster's {cluster_cpus:g} CPUs, and each Ray Data task needs {RESERVED_CPUS:g}; training would wait "
+            "forever for its first batch. Give the workers fractional CPUs (resources_per_worker={'CPU': 0.5}, or "
+            "leave it unset for automatic shares), use fewer workers, or add nodes."
         )

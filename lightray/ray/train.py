@@ -55,13 +55,17 @@ def launch(trainer: Trainer, stage: str, stage_kwargs: dict[str, Any] | None = N
 
     from lightray.callbacks.progress import ProgressBar, default_renderer
     from lightray.ray.channel import ChannelRenderer, DriverChannel, ProgressRelay
-    from lightray.ray.config import check_fits, ray_configs
+    from lightray.ray.config import check_fits, check_room_for_ray_data, ray_configs
 
     _quiet_ray_defaults()
     if not ray.is_initialized():
         ray.init(logging_config=ray.LoggingConfig(log_level="WARNING"), logging_level=logging.WARNING)
     scaling, run = ray_configs(trainer)
     check_fits(scaling)
+    if _feeds_ray_data(trainer._sources):  # a datamodule's Ray datasets are checked on the workers
+        resources: dict[str, Any] = dict(scaling.resources_per_worker or {})  # type: ignore[arg-type]
+        per_worker = float(resources.get("CPU", 0 if scaling.use_gpu else 1))
+        check_room_for_ray_data(ray.cluster_resources().get("CPU", 0.0), _most_workers(scaling), per_worker)
     run_dir = _join(run.storage_path, run.name)
     # on the driver's own node: it must outlive any worker node that fails
     here = NodeAffinitySchedulingStrategy(node_id=ray.get_runtime_context().get_node_id(), soft=False)
@@ -130,6 +134,16 @@ def _apply_final(trainer: Trainer, final: dict[str, Any], history: list[dict[str
         if state is not None:
             callback.load_state_dict(state)
     return final.get("output")
+
+
+def _feeds_ray_data(sources: dict[str, Any]) -> bool:
+    from lightray.data import RayDataLoader, as_loader_list, is_ray_dataset
+
+    return any(
+        is_ray_dataset(loader) or isinstance(loader, RayDataLoader)
+        for source in sources.values()
+        for loader in as_loader_list(source, "")
+    )
 
 
 def _quiet_ray_defaults() -> None:

@@ -98,7 +98,18 @@ class RayDDPStrategy(Strategy):
 
     # ----------------------------------------------------------------- data
     def process_dataloader(self, loader: Iterable, shuffle: bool) -> Iterable:
-        """Give a map-style DataLoader a DistributedSampler (each rank reads its own part, reshuffled per epoch)."""
+        """Give a map-style DataLoader a DistributedSampler (each rank reads its own part, reshuffled per epoch).
+
+        Ray Data loaders come already split by rank; they only need CPUs left for Ray Data's tasks.
+        """
+        if isinstance(loader, data.RayDataLoader):
+            import ray
+
+            from lightray.ray.config import check_room_for_ray_data
+
+            own = ray.get_runtime_context().get_assigned_resources().get("CPU", 0.0)
+            check_room_for_ray_data(ray.cluster_resources().get("CPU", 0.0), self._world_size, own)
+            return loader
         if self._world_size < 2 or type(loader) is not DataLoader or isinstance(loader.dataset, IterableDataset):
             return loader
         if isinstance(data.index_sampler(loader), DistributedSampler):

@@ -10,6 +10,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, RandomSampler, Sampler
 
+from lightray.data.ray_dataset import is_ray_dataset
 from lightray.errors import MisconfigurationError
 
 
@@ -17,6 +18,8 @@ def as_loader_list(loaders: Any, stage: str) -> list[Iterable]:
     """Evaluation loaders as a list (one entry per ``dataloader_idx``)."""
     if loaders is None:
         return []
+    if is_ray_dataset(loaders):
+        return [loaders]
     if isinstance(loaders, Mapping):
         return list(loaders.values())
     if isinstance(loaders, Sequence) and not isinstance(loaders, DataLoader):
@@ -45,8 +48,9 @@ def limit_batches(loader: Iterable, limit: int | float, name: str) -> float:
     if limit == 1.0:
         return total
     if math.isinf(total):
+        hint = " (or give the RayDataLoader num_rows)" if hasattr(loader, "num_rows") else ""
         raise MisconfigurationError(
-            f"`{name}={limit}` is a fraction, but the dataloader has no length; pass an int number of batches."
+            f"`{name}={limit}` is a fraction, but the dataloader has no length; pass an int number of batches{hint}."
         )
     count = int(total * limit)
     if count == 0 and limit > 0:
@@ -54,6 +58,29 @@ def limit_batches(loader: Iterable, limit: int | float, name: str) -> float:
             f"`{name}={limit}` of {int(total)} batches is less than one batch; raise it or pass an int."
         )
     return count
+
+
+def take(loader: Iterable, limit: float) -> Iterator:
+    """The first ``limit`` batches of ``loader``, then its iterator is closed (a Ray Data iterator left open
+    keeps prefetching on a thread)."""
+    iterator = iter(loader)
+    try:
+        count = 0
+        while count < limit:
+            try:
+                batch = next(iterator)
+            except StopIteration:
+                return
+            count += 1
+            yield batch
+    finally:
+        close_iterator(iterator)
+
+
+def close_iterator(iterator: Iterator) -> None:
+    close = getattr(iterator, "close", None)
+    if close is not None:
+        close()
 
 
 def is_shuffled(loader: Iterable) -> bool:
@@ -166,6 +193,15 @@ def index_sampler(loader: Iterable) -> Any:
     if batch_sampler is not None:
         return getattr(batch_sampler, "sampler", None)
     return getattr(loader, "sampler", None)
+
+
+def set_epoch(loader: Iterable, epoch: int) -> None:
+    """Tell the loader (a Ray Data loader) or its sampler (a DistributedSampler) which epoch starts."""
+    for owner in (loader, index_sampler(loader)):
+        method = getattr(owner, "set_epoch", None)
+        if method is not None:
+            method(epoch)
+            return
 
 
 def generators(loader: Iterable) -> list[torch.Generator]:
