@@ -70,3 +70,16 @@ def test_cifar10_synthetic_on_two_ray_workers(tmp_path):
     stdout = _run_example([os.path.join(ROOT, "examples", "cifar10.py"), "--synthetic", "--num-workers", "2",
                            "--size", "32", "--max-epochs", "1"], tmp_path)  # fmt: skip
     assert "train_loss:" in stdout
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_parquet_pipeline_on_two_ray_workers(tmp_path):
+    script = os.path.join(ROOT, "examples", "parquet_pipeline.py")
+    stdout = _run_example([script, "--max-epochs", "2", "--data-dir", str(tmp_path / "data")], tmp_path)
+    accuracy, steps = stdout.strip().splitlines()[-1].removeprefix("val_acc=").split(" after ")
+    # 1,438 training rows split equally over 2 workers, batches of 64: 12 steps per epoch, known before training
+    assert steps == "24 steps"
+    assert "Epoch 1: 12/12" in stdout
+    assert float(accuracy) > 0.3
+    assert sorted(os.listdir(tmp_path / "data" / "train")) == [f"part-{i}.parquet" for i in range(4)]

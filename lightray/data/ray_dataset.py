@@ -102,8 +102,10 @@ class RayDataLoader:
         if deterministic:
             bound.dataset.context.execution_options.preserve_order = True
         if strategy.world_size > 1:
-            # lightray shows one progress display; the worker's own copy of the dataset stops drawing Ray Data's
+            # lightray shows one progress display: the worker's own copy of the dataset stops drawing Ray Data's
+            # bars and printing its plan each epoch (they would reach the driver from every split coordinator)
             bound.dataset.context.enable_progress_bars = False
+            bound.dataset.context.print_on_execution_start = False
         bound._rows = bound._count_rows()
         return bound
 
