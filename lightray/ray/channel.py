@@ -1,13 +1,15 @@
 """The driver channel: a small actor through which rank 0 sends progress, metric history and results.
 
 Ray Train's ``report`` carries checkpoints and their metrics; this carries what the driver shows
-live (one progress bar for the whole job) and what ``fit`` hands back (weights, metrics, paths).
+live (one progress bar for the whole job), what ``fit`` hands back (weights, metrics, paths), and
+calls that must run on the driver (``call_once``: Tune reports of a trial that drives Ray Train).
 """
 
 from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import ray
@@ -23,6 +25,8 @@ class DriverChannel:
         self.events: list[tuple] = []
         self.history: list[dict[str, Any]] = []
         self.final: dict[str, Any] | None = None
+        self.last_call_key = -1  # calls rank 0 asked for, and those the driver has run
+        self.done_call_key = -1
 
     def progress(self, events: list[tuple]) -> None:
         self.events.extend(events)
@@ -33,6 +37,19 @@ class DriverChannel:
     def restart_from(self, step: int) -> None:
         """A restarted worker group resumes at ``step``: forget history the lost attempt logged after it."""
         self.history = [row for row in self.history if row.get("step", 0) <= step]
+
+    def call_once(self, key: int, fn: Callable[..., Any], *args: Any) -> None:
+        """Have the driver run ``fn(*args)``, in order. Keys grow: a restarted worker group that repeats
+        steps sends keys already seen, and those calls are dropped."""
+        if key > self.last_call_key:
+            self.last_call_key = key
+            self.events.append(("call", fn, key, *args))
+
+    def call_done(self, key: int) -> None:
+        self.done_call_key = max(self.done_call_key, key)
+
+    def calls_done(self) -> int:
+        return self.done_call_key
 
     def finish(self, payload: dict[str, Any]) -> None:
         self.final = payload
@@ -77,11 +94,14 @@ class ChannelRenderer:
 
 
 class ProgressRelay:
-    """On the driver: a thread that replays rank 0's progress events on a local renderer."""
+    """On the driver: a thread that replays rank 0's progress events on a local renderer, and runs the
+    calls rank 0 asked the driver to make (the last ones on exit, in the driver's own thread)."""
 
     def __init__(self, channel: Any, renderer: Renderer, interval: float = 0.2) -> None:
         self.channel, self.renderer, self.interval = channel, renderer, interval
         self._stop = threading.Event()
+        self._lock = threading.Lock()  # events run one batch at a time, in order, in either thread
+        self._draining: Any = None  # a drain still in flight: its events are taken off the channel already
         self._thread = threading.Thread(target=self._run, name="lightray-progress", daemon=True)
 
     def __enter__(self) -> ProgressRelay:
@@ -91,17 +111,57 @@ class ProgressRelay:
     def __exit__(self, *exc: Any) -> None:
         self._stop.set()
         self._thread.join(timeout=5)
-        self._replay()
+        for _ in range(2):  # a drain left in flight, then whatever came after it
+            self._replay(timeout=60)
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
             self._replay()
 
-    def _replay(self) -> None:
-        try:
-            events = ray.get(self.channel.drain.remote(), timeout=10)
-        except Exception:  # the channel is gone at shutdown; progress is best effort
-            return
+    def _replay(self, timeout: float = 10) -> None:
+        with self._lock:
+            try:
+                if self._draining is None:
+                    self._draining = self.channel.drain.remote()
+                ready, _ = ray.wait([self._draining], timeout=timeout)
+                if not ready:  # a busy machine: keep waiting for the same drain next time, so nothing is lost
+                    return
+                events, self._draining = ray.get(self._draining), None
+            except Exception:  # the channel is gone at shutdown
+                self._draining = None
+                return
+            self._run_events(events)
+
+    def _run_events(self, events: list[tuple]) -> None:
         for event in events:
-            kind, stage, *rest = event
-            getattr(self.renderer, kind)(stage, *rest)
+            kind, target, *rest = event
+            if kind == "call":
+                key, *args = rest
+                try:
+                    target(*args)
+                finally:  # also when Tune ends the trial inside the call: rank 0 stops waiting
+                    self.channel.call_done.remote(key)
+            else:
+                getattr(self.renderer, kind)(target, *rest)
+
+
+_driver_channel: Any = None  # this worker's channel to the driver; set by the Ray Train worker function
+
+
+def set_driver_channel(channel: Any) -> None:
+    """Record the driver channel of the Ray Train run this worker process belongs to (worker)."""
+    global _driver_channel
+    _driver_channel = channel
+
+
+def driver_channel() -> Any:
+    """The channel to the driver on a Ray Train worker; None in a local (in-process) run."""
+    return _driver_channel
+
+
+def call_on_driver(key: int, fn: Callable[..., Any], *args: Any, poll: float = 0.05) -> None:
+    """On rank 0: have the driver run ``fn(*args)`` (once per ``key``, see ``call_once``) and wait until it has."""
+    channel = driver_channel()
+    channel.call_once.remote(key, fn, *args)
+    while ray.get(channel.calls_done.remote()) < key:
+        time.sleep(poll)

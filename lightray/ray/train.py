@@ -238,9 +238,11 @@ def train_fn(config: dict[str, Any]) -> None:
     if trainer.world_size != payload.full_world_size:  # an elastic run started with fewer workers
         trainer._loop._adapt_to_world_size(payload.full_world_size, trainer.accumulate_grad_batches)
     if rank0:
+        from lightray.ray.channel import set_driver_channel
         from lightray.ray.history import HistoryLogger
 
         trainer.loggers.append(HistoryLogger(payload.channel))
+        set_driver_channel(payload.channel)  # for callbacks that have the driver run something (Tune reports)
 
     ckpt_path = payload.ckpt_path
     restored = ray.train.get_checkpoint()

@@ -1,0 +1,218 @@
+"""TuneReportCallback: logged metrics (reduced over all ranks) and a checkpoint, to Ray Tune.
+
+The callback runs in the training process: in the Tune trial itself for a trial that trains in-process
+(``num_workers=0``), on every Ray Train worker for a trial that drives a Ray Train run. Either way the
+report reaches Tune from the trial, once per event (``on=``): in-process it calls ``ray.tune.report``
+directly; on workers rank 0 hands it to the trial through lightray's driver channel. Ray Train's own
+reports (lightray's checkpoints) are never forwarded, so a trial's Tune iterations are exactly its
+validation epochs (or whichever event ``on`` names).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import tempfile
+import warnings
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from lightray.callbacks.callback import Callback
+from lightray.errors import MisconfigurationError
+
+if TYPE_CHECKING:
+    from lightray.module import LightningModule
+    from lightray.trainer import Trainer
+
+CHECKPOINT_FILE = "checkpoint.ckpt"  # the file inside each Tune checkpoint folder, as in Ray Train's
+EVENTS = ("validation_end", "validation_epoch_end", "train_epoch_end", "train_end")
+
+# Set in the trial process by lightray.tune's trainable before the user's function runs.
+_trial: dict[str, Any] | None = None
+
+
+def _enter_trial(checkpoint_path: str | None) -> None:
+    """Mark this process as a Tune trial, resuming from ``checkpoint_path`` (trial)."""
+    global _trial
+    _trial = {"checkpoint_path": checkpoint_path}
+
+
+class TuneReportCallback(Callback):
+    """Report logged metrics, reduced over all ranks, and a checkpoint to Ray Tune.
+
+    Create it inside the function a lightray Tune trial runs (``lightray.tune.trainable`` /
+    ``lightray.tune.tuner``)::
+
+        trainer = pl.Trainer(max_epochs=10, callbacks=[TuneReportCallback({"loss": "val_loss"})])
+
+    Args:
+        metrics: which of the logged metrics (``trainer.callback_metrics``) to report: None for all, a name,
+            a list of names, or a dict ``{name in Tune: logged name}``. ``epoch`` and ``step`` are added.
+        on: when to report: ``"validation_end"`` (one Tune iteration per validation run, the default),
+            ``"validation_epoch_end"``, ``"train_epoch_end"`` (for runs without validation) or ``"train_end"``.
+        save_checkpoints: attach a checkpoint to every report (weights, optimizer, loop position), so Tune can
+            restore the trial and PBT can exploit it.
+
+    When the trial restarts from a Tune checkpoint (PBT exploit, ``Tuner.restore``, a failed trial retried),
+    ``fit`` resumes from it unless a ``ckpt_path`` is given. Optimizer hyperparameters that this run
+    configured differently from the run that wrote the checkpoint (a PBT mutation, e.g. ``lr``) keep their
+    new values; everything else in the optimizer state (moments, step counts) is restored.
+    """
+
+    def __init__(
+        self,
+        metrics: str | list[str] | dict[str, str] | None = None,
+        on: str = "validation_end",
+        save_checkpoints: bool = True,
+    ) -> None:
+        if on not in EVENTS:
+            raise MisconfigurationError(f"TuneReportCallback(on={on!r}): use one of {list(EVENTS)}.")
+        if isinstance(metrics, str):
+            metrics = [metrics]
+        self.metrics: dict[str, str] | None = (
+            dict(metrics) if isinstance(metrics, dict) else None if metrics is None else {m: m for m in metrics}
+        )
+        self.on = on
+        self.save_checkpoints = save_checkpoints
+        # captured here, in the trial process: on Ray Train workers there is no Tune session to ask
+        self._in_trial = _trial is not None
+        self._restore_path = _trial["checkpoint_path"] if _trial is not None else None
+        self._reports = 0
+        self._configured: list[list[dict[str, Any]]] | None = None  # optimizer hyperparameters set by this fit
+        self._restored_configured: list[list[dict[str, Any]]] | None = None  # those of the checkpoint's fit
+        self._loading: dict[str, Any] | None = None  # the checkpoint being restored
+        self._warned = False
+
+    # ------------------------------------------------------------------ restore
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        """Resume from the trial's Tune checkpoint when the fit names no other (training process)."""
+        if stage == "fit" and trainer.ckpt_path is None and self._restore_path is not None:
+            trainer.ckpt_path = self._restore_path
+
+    def on_load_checkpoint(self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]) -> None:
+        self._loading = checkpoint  # its optimizer states are loaded after on_fit_start
+
+    def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """Before a restore loads the optimizer states: the hyperparameters this fit configured differently
+        from the fit that wrote the checkpoint (a PBT mutation) replace the checkpoint's."""
+        self._configured = _optimizer_hparams(trainer.optimizers)
+        loading, self._loading = self._loading, None
+        before, self._restored_configured = self._restored_configured, None
+        if loading is None or before is None:
+            return
+        for state, groups_now, groups_before in zip(loading.get("optimizer_states", []), self._configured, before):
+            for group, now, then in zip(state["param_groups"], groups_now, groups_before):
+                group.update({key: value for key, value in now.items() if then.get(key) != value})
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"reports": self._reports, "optimizer_hparams": self._configured}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._reports = int(state_dict.get("reports", 0))
+        self._restored_configured = state_dict.get("optimizer_hparams")
+
+    # ------------------------------------------------------------------ events
+    def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._event(trainer, "validation_end")
+
+    def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._event(trainer, "validation_epoch_end")
+
+    def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._event(trainer, "train_epoch_end")
+
+    def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._event(trainer, "train_end")
+
+    _monitors_epoch_end = True  # on_train_epoch_end after the module's own, as ModelCheckpoint
+
+    def _event(self, trainer: Trainer, event: str) -> None:
+        if event != self.on or trainer.sanity_checking or trainer.state_fn != "fit":
+            return
+        if not self._in_trial:
+            if not self._warned:
+                warnings.warn(
+                    "TuneReportCallback reports nothing: it was not created inside a lightray Tune trial. Run the "
+                    "training function with lightray.tune.tuner(...) / lightray.tune.trainable(...), and create the "
+                    "callback inside it.",
+                    stacklevel=2,
+                )
+                self._warned = True
+            return
+        metrics = self._reduced_metrics(trainer)
+        checkpoint = None
+        if self.save_checkpoints:
+            from lightray.checkpoint import dump_checkpoint
+
+            self._reports += 1  # counted before the dump: the checkpoint knows it was reported
+            state = dump_checkpoint(trainer)  # every rank: hooks run everywhere
+            checkpoint = _to_bytes(state) if trainer.is_global_zero else None
+        else:
+            self._reports += 1
+        if not trainer.is_global_zero:
+            return
+        from lightray.ray.channel import call_on_driver, driver_channel
+
+        if driver_channel() is None:  # the trial trains in this process
+            report_to_tune(metrics, checkpoint)
+        else:  # rank 0 of the trial's Ray Train run: the trial reports it, and Tune decides before training goes on
+            call_on_driver(self._reports, report_to_tune, metrics, checkpoint)
+
+    def _reduced_metrics(self, trainer: Trainer) -> dict[str, float]:
+        """The chosen metrics, averaged over all ranks (a collective: every rank calls it)."""
+        logged = {
+            key: value
+            for key, value in trainer.callback_metrics.items()
+            if isinstance(value, torch.Tensor | float | int) and torch.as_tensor(value).numel() == 1
+        }
+        wanted = self.metrics if self.metrics is not None else {key: key for key in sorted(logged)}
+        missing = sorted(source for source in wanted.values() if source not in logged)
+        if missing:
+            raise MisconfigurationError(
+                f"TuneReportCallback: metric(s) {missing} were not logged by {self.on}; the logged metrics are "
+                f"{sorted(logged)}. Log them with `self.log(name, value)`, or report one of these."
+            )
+        names = list(wanted)
+        values = torch.stack([torch.as_tensor(logged[wanted[n]]).detach().to(torch.float64).cpu() for n in names])
+        if trainer.world_size > 1:
+            values = trainer.strategy.reduce(values, "mean")
+        reported = {name: float(value) for name, value in zip(names, values.tolist())}
+        reported.setdefault("epoch", trainer.current_epoch)
+        reported.setdefault("step", trainer.global_step)
+        return reported
+
+
+def report_to_tune(metrics: dict[str, float], checkpoint: bytes | None) -> None:
+    """Report to Tune, with the checkpoint as a folder holding ``checkpoint.ckpt`` (trial process)."""
+    import ray.tune
+
+    if checkpoint is None:
+        ray.tune.report(metrics)
+        return
+    with tempfile.TemporaryDirectory(prefix="lightray-tune-") as folder:
+        with open(os.path.join(folder, CHECKPOINT_FILE), "wb") as f:
+            f.write(checkpoint)
+        ray.tune.report(metrics, checkpoint=ray.tune.Checkpoint.from_directory(folder))
+
+
+def _to_bytes(state: dict[str, Any]) -> bytes:
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    return buffer.getvalue()
+
+
+def _optimizer_hparams(optimizers: list[Any]) -> list[list[dict[str, Any]]]:
+    """Each optimizer's param-group settings that are plain values (lr, momentum, betas, ...)."""
+
+    def plain(value: Any) -> bool:
+        return (
+            value is None
+            or isinstance(value, bool | int | float | str)
+            or (isinstance(value, tuple) and all(plain(v) for v in value))
+        )
+
+    return [
+        [{k: v for k, v in group.items() if k != "params" and plain(v)} for group in getattr(opt, "param_groups", [])]
+        for opt in optimizers
+    ]

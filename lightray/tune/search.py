@@ -1,0 +1,256 @@
+"""Searches over a lightray training function with Ray Tune's own Tuner, schedulers and search spaces.
+
+``trainable`` turns ``train_fn(config)`` (which builds the module, data and Trainer and calls ``fit``)
+into a Tune trainable with the trial's resources; ``tuner`` builds Ray's ``Tuner`` around it with
+``max_concurrent_trials`` bounded by what fits the cluster. Both run on the driver; ``train_fn`` runs
+in each trial.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import logging
+import math
+import os
+import sys
+import warnings
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from lightray.errors import MisconfigurationError
+from lightray.tune.callback import CHECKPOINT_FILE, _enter_trial
+
+if TYPE_CHECKING:
+    from ray.tune import Result, ResultGrid, RunConfig, TuneConfig, Tuner
+
+    from lightray.module import LightningModule
+
+DRIVER_CPUS = 0.1  # the CPU share of a trial that only drives a Ray Train run
+
+
+@dataclasses.dataclass(frozen=True)
+class TrialResources:
+    """What one trial holds: its own bundle, plus the Ray Train workers it starts (none for in-process trials).
+
+    Ray Train reserves its workers in a placement group of its own, so the trial's Tune bundle holds only
+    the driver share; the workers still count when deciding how many trials fit at once.
+    """
+
+    trial: dict[str, float]
+    num_workers: int = 0
+    per_worker: dict[str, float] = dataclasses.field(default_factory=dict)
+
+    def total(self) -> dict[str, float]:
+        keys = set(self.trial) | set(self.per_worker)
+        return {k: self.trial.get(k, 0.0) + self.num_workers * self.per_worker.get(k, 0.0) for k in keys}
+
+
+def trial_resources(
+    num_workers: int = 0,
+    resources_per_worker: dict[str, float] | None = None,
+    use_gpu: bool = False,
+    cpus_per_trial: float = 1.0,
+    gpus_per_trial: float = 0.0,
+) -> TrialResources:
+    """A trial's resources: ``cpus_per_trial``/``gpus_per_trial`` for in-process trials (``num_workers=0``),
+    else a small driver share plus ``num_workers`` x ``resources_per_worker``. Runs anywhere."""
+    if not isinstance(num_workers, int) or num_workers < 0:
+        raise MisconfigurationError(f"num_workers={num_workers!r}: must be 0 (train in the trial) or the number of "
+                                    "Ray Train workers per trial.")  # fmt: skip
+    if num_workers == 0:
+        trial = {"CPU": float(cpus_per_trial)}
+        if gpus_per_trial:
+            trial["GPU"] = float(gpus_per_trial)
+        return TrialResources(trial)
+    per_worker = {k: float(v) for k, v in (resources_per_worker or {}).items()}
+    per_worker.setdefault("CPU", 0.0 if use_gpu else 1.0)
+    if use_gpu:
+        per_worker.setdefault("GPU", 1.0)
+    return TrialResources({"CPU": DRIVER_CPUS}, num_workers, per_worker)
+
+
+def trainable(
+    train_fn: Callable[[dict[str, Any]], Any],
+    *,
+    num_workers: int = 0,
+    resources_per_worker: dict[str, float] | None = None,
+    use_gpu: bool = False,
+    cpus_per_trial: float = 1.0,
+    gpus_per_trial: float = 0.0,
+) -> Any:
+    """``train_fn(config)`` as a Ray Tune trainable holding the trial's resources; built on the driver.
+
+    Each trial calls ``train_fn(config)`` in the trial process. With ``num_workers >= 1`` its Trainer must
+    ask for the same workers (``Trainer(num_workers=..., resources_per_worker=...)``): each trial then drives
+    its own Ray Train run, kept in the trial's folder. Pass the result to ``ray.tune.Tuner`` or to
+    ``ray.tune.Tuner.restore(path, trainable=...)``.
+    """
+    import ray.tune
+
+    resources = trial_resources(num_workers, resources_per_worker, use_gpu, cpus_per_trial, gpus_per_trial)
+    _pickle_by_value(train_fn)
+
+    @functools.wraps(train_fn)
+    def run_trial(config: dict[str, Any]) -> Any:
+        # one line per Tune checkpoint ("Checkpoint successfully created") would bury the trial's own output
+        logging.getLogger("ray.train").setLevel(logging.WARNING)
+        _enter_trial(_restore_path())
+        return train_fn(config)
+
+    run_trial._lightray_resources = resources  # type: ignore[attr-defined]
+    return ray.tune.with_resources(run_trial, {k.lower(): v for k, v in resources.trial.items()})
+
+
+def tuner(
+    train_fn: Callable[[dict[str, Any]], Any],
+    *,
+    param_space: dict[str, Any] | None = None,
+    tune_config: TuneConfig | None = None,
+    run_config: RunConfig | None = None,
+    num_workers: int = 0,
+    resources_per_worker: dict[str, float] | None = None,
+    use_gpu: bool = False,
+    cpus_per_trial: float = 1.0,
+    gpus_per_trial: float = 0.0,
+) -> Tuner:
+    """Ray's ``Tuner`` over ``train_fn``: trial resources from the workers, concurrency bounded by the cluster.
+
+    Runs on the driver (starts Ray if needed). ``tune_config`` and ``run_config`` are Ray Tune's own; the
+    returned ``Tuner`` is Ray's, so ``.fit()`` returns Ray's ``ResultGrid``::
+
+        tuner = lightray.tune.tuner(train_fn, param_space={"lr": tune.loguniform(1e-4, 1e-1)},
+                                    tune_config=tune.TuneConfig(metric="val_loss", mode="min",
+                                                                scheduler=ASHAScheduler(), num_samples=8))
+        results = tuner.fit()
+
+    Raises ``MisconfigurationError`` at once when one trial can never fit the cluster.
+    """
+    import ray
+    import ray.tune
+
+    if not ray.is_initialized():
+        ray.init()
+    fn = trainable(train_fn, num_workers=num_workers, resources_per_worker=resources_per_worker, use_gpu=use_gpu,
+                   cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial)  # fmt: skip
+    resources = trial_resources(num_workers, resources_per_worker, use_gpu, cpus_per_trial, gpus_per_trial)
+    tune_config = bound_concurrency(tune_config or ray.tune.TuneConfig(), resources)
+    if num_workers and tune_config.reuse_actors:
+        # a reused trial process must end its training thread first, and one that drives Ray Train cannot
+        warnings.warn("reuse_actors=True is ignored for trials with Ray Train workers: each trial gets a new process.",
+                      stacklevel=2)  # fmt: skip
+        tune_config = dataclasses.replace(tune_config, reuse_actors=False)
+    return ray.tune.Tuner(fn, param_space=param_space or {}, tune_config=tune_config, run_config=run_config)
+
+
+def bound_concurrency(tune_config: TuneConfig, resources: TrialResources) -> TuneConfig:
+    """A copy of ``tune_config`` whose ``max_concurrent_trials`` is at most the trials the cluster holds at once.
+
+    Runs on the driver, with Ray initialized. Raises when not even one trial fits.
+    """
+    import ray
+
+    check_trial_fits(resources)
+    cluster = ray.cluster_resources()
+    fits = min(
+        math.floor(cluster.get(key, 0.0) / amount + 1e-9) for key, amount in resources.total().items() if amount > 0
+    )
+    wanted = tune_config.max_concurrent_trials
+    return dataclasses.replace(tune_config, max_concurrent_trials=fits if not wanted else min(wanted, fits))
+
+
+def check_trial_fits(resources: TrialResources) -> None:
+    """Raise when one trial (its bundle and its workers) can never be placed on the cluster (driver)."""
+    import ray
+
+    nodes = [node.get("Resources", {}) for node in ray.nodes() if node.get("Alive")]
+    totals: dict[str, float] = {}
+    for node in nodes:
+        for key, value in node.items():
+            totals[key] = totals.get(key, 0.0) + value
+    problems = [
+        f"one trial needs {amount:g} {key}, the cluster has {totals.get(key, 0.0):g}"
+        for key, amount in resources.total().items()
+        if amount > 0 and totals.get(key, 0.0) + 1e-9 < amount
+    ]
+    if not any(all(node.get(k, 0.0) + 1e-9 >= v for k, v in resources.trial.items()) for node in nodes):
+        problems.append(f"no node has the trial's own bundle {resources.trial}")
+    if resources.num_workers and not any(
+        all(node.get(k, 0.0) + 1e-9 >= v for k, v in resources.per_worker.items()) for node in nodes
+    ):
+        problems.append(f"no node has the resources of one worker {resources.per_worker}")
+    if problems:
+        shape = (
+            f"{resources.trial} for the trial + {resources.num_workers} workers x {resources.per_worker}"
+            if resources.num_workers
+            else f"{resources.trial} per trial"
+        )
+        raise MisconfigurationError(
+            f"A trial can never be placed on this Ray cluster ({shape}):\n"
+            + "\n".join(f"  - {p}" for p in problems)
+            + "\nLower num_workers, resources_per_worker or cpus_per_trial (fractional CPUs such as 0.4 are fine), "
+            "or add nodes."
+        )
+
+
+# ====================================================================== results
+def checkpoint_path(result: Result) -> str:
+    """The file of a Tune ``Result``'s latest checkpoint: the one reported with ``result.metrics``.
+
+    Runs on the driver; a checkpoint in remote storage is downloaded first. Load the model with
+    ``LitModel.load_from_checkpoint(lightray.tune.checkpoint_path(results.get_best_result()))``.
+    """
+    if result.checkpoint is None:
+        raise MisconfigurationError(
+            f"The trial at {result.path} reported no checkpoint: keep TuneReportCallback(save_checkpoints=True) "
+            "in the training function."
+        )
+    return _local_file(result.checkpoint)
+
+
+def load_best(
+    results: ResultGrid, cls: type[LightningModule], metric: str | None = None, mode: str | None = None, **kwargs: Any
+) -> LightningModule:
+    """The best trial's model, as ``cls.load_from_checkpoint`` builds it; runs on the driver.
+
+    The best trial is Ray's ``results.get_best_result(metric, mode)`` (by default the search's metric and
+    mode, compared on each trial's last report); its checkpoint is the one saved with that report.
+    """
+    return cls.load_from_checkpoint(checkpoint_path(results.get_best_result(metric=metric, mode=mode)), **kwargs)
+
+
+# ====================================================================== helpers
+def _restore_path() -> str | None:
+    """The checkpoint this trial starts from (PBT's exploited one, or its own on restore); trial process."""
+    import ray.tune
+
+    checkpoint = ray.tune.get_checkpoint()
+    return None if checkpoint is None else _local_file(checkpoint)
+
+
+def _local_file(checkpoint: Any) -> str:
+    """``checkpoint.ckpt`` of a Ray checkpoint folder, downloaded first when it is in remote storage."""
+    import pyarrow.fs
+
+    local = isinstance(checkpoint.filesystem, pyarrow.fs.LocalFileSystem)
+    return os.path.join(checkpoint.path if local else checkpoint.to_directory(), CHECKPOINT_FILE)
+
+
+def _pickle_by_value(fn: Callable[..., Any]) -> None:
+    """Ship the user's own code with the trainable: the module of ``fn`` and the user modules it takes names
+    from (``from my_models import LitModel``), so trials need not import them from disk."""
+    from ray import cloudpickle
+
+    def user_module(name: str) -> Any:
+        module = sys.modules.get(name)
+        path = getattr(module, "__file__", None) or ""
+        top = name.split(".")[0]
+        if module is None or name == "__main__" or not path or "site-packages" in path:
+            return None
+        return None if top in ("lightray", "ray", "torch", "pytorch_lightning", "lightning") else module
+
+    home = user_module(getattr(fn, "__module__", "") or "")
+    names = vars(home).values() if home is not None else getattr(fn, "__globals__", {}).values()
+    modules = {home} | {user_module(getattr(value, "__module__", None) or "") for value in names if callable(value)}
+    for module in modules - {None}:
+        cloudpickle.register_pickle_by_value(module)

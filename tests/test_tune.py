@@ -1,0 +1,186 @@
+"""Hyperparameter searches with Ray Tune on a real 2-CPU Ray cluster: ASHA, PBT, distributed trials, restore."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+import pytest
+import torch
+from tune_helpers import STEPS_PER_EPOCH, Tiny, read_records, train_fn
+
+import lightray.tune
+from lightray.errors import MisconfigurationError
+
+ray = pytest.importorskip("ray")
+tune = pytest.importorskip("ray.tune")
+pytestmark = [pytest.mark.ray, pytest.mark.slow]
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="module", autouse=True)
+def local_cluster():
+    # A trial that Tune stops is killed with its Ray Train controller; Ray's PlacementGroupCleaner then frees the
+    # workers' placement group. It asks the dashboard's state API, and finds "the" cluster through
+    # $RAY_TMPDIR/ray/ray_current_cluster when several Ray clusters share the machine (as on this one).
+    ray.init(num_cpus=2, include_dashboard=True, logging_level="warning")
+    address_file = None
+    if os.environ.get("RAY_TMPDIR"):
+        address_file = os.path.join(os.environ["RAY_TMPDIR"], "ray", "ray_current_cluster")
+        with open(address_file, "w") as f:
+            f.write(ray.get_runtime_context().gcs_address)
+    yield
+    ray.shutdown()
+    if address_file:
+        os.remove(address_file)
+
+
+def search(tmp_path, name, param_space, scheduler=None, num_workers=0, **tune_kwargs):
+    record = tmp_path / "record"
+    record.mkdir(exist_ok=True)
+    tuner = lightray.tune.tuner(
+        train_fn,
+        param_space={"record_dir": str(record), "num_workers": num_workers, **param_space},
+        tune_config=tune.TuneConfig(
+            metric="val_loss", mode="min", scheduler=scheduler, reuse_actors=not num_workers, **tune_kwargs
+        ),
+        run_config=tune.RunConfig(name=name, storage_path=str(tmp_path / "results"), verbose=0),
+        num_workers=num_workers,
+        resources_per_worker={"CPU": 0.4} if num_workers else None,
+    )
+    return tuner.fit(), str(record)
+
+
+def reported_epochs(result) -> list[int]:
+    return [int(e) for e in result.metrics_dataframe["epoch"]]
+
+
+def validated_epochs(record: str, result) -> list[int]:
+    return [row["epoch"] for row in read_records(record, result.metrics["trial_id"]) if row["event"] == "val"]
+
+
+def test_asha_stops_the_bad_trials_and_reports_follow_validation_epochs(tmp_path):
+    # three identical good trials first, then three that never learn (lr=0): with two trials at a time the good
+    # ones fill the first rung, and each bad one is stopped there, at its first report
+    asha = tune.schedulers.ASHAScheduler(max_t=4, grace_period=1, reduction_factor=2)
+    results, record = search(tmp_path, "asha", {"lr": tune.grid_search([0.05, 0.05, 0.05, 0.0, 0.0, 0.0])}, asha)
+    assert not results.errors
+    iterations = sorted((r.config["lr"], len(r.metrics_dataframe)) for r in results)
+    assert iterations == [(0.0, 1)] * 3 + [(0.05, 4)] * 3
+    for result in results:
+        # one Tune iteration per validation epoch, in order, and nothing else
+        assert reported_epochs(result) == validated_epochs(record, result) == list(range(len(validated_epochs(
+            record, result))))  # fmt: skip
+        assert list(result.metrics_dataframe["training_iteration"]) == [e + 1 for e in reported_epochs(result)]
+    best = results.get_best_result()
+    assert best.config["lr"] == 0.05 and best.metrics["epoch"] == 3
+    model = lightray.tune.load_best(results, Tiny)
+    assert model.hparams.lr == 0.05
+    saved = torch.load(lightray.tune.checkpoint_path(best), weights_only=True)
+    assert saved["global_step"] == 4 * STEPS_PER_EPOCH
+    assert torch.equal(model.net.weight, saved["state_dict"]["net.weight"])
+
+
+def test_distributed_trials_complete_and_stopped_ones_free_their_workers(tmp_path):
+    # 2 workers x 0.4 CPU + 0.1 for the trial: two trials at a time; the third (lr=0) starts when one ends, and
+    # ASHA stops it after one epoch
+    asha = tune.schedulers.ASHAScheduler(max_t=2, grace_period=1, reduction_factor=2)
+    start = time.monotonic()
+    results, record = search(
+        tmp_path, "ddp", {"lr": tune.grid_search([0.05, 0.05, 0.0]), "max_epochs": 2}, asha, num_workers=2
+    )
+    assert not results.errors
+    assert sorted((r.config["lr"], len(r.metrics_dataframe)) for r in results) == [(0.0, 1), (0.05, 2), (0.05, 2)]
+    for result in results:
+        # Ray Train got two reports per saved checkpoint; Tune got one per validation epoch
+        assert reported_epochs(result) == validated_epochs(record, result)
+        assert result.metrics["rank"] == pytest.approx(0.5)  # averaged over the two ranks
+        assert result.checkpoint is not None
+    # the stopped trial's workers are gone: all CPUs are free again
+    while ray.available_resources().get("CPU", 0) < 2 and time.monotonic() - start < 120:
+        time.sleep(0.5)
+    assert ray.available_resources().get("CPU", 0) == pytest.approx(2)
+
+
+def test_pbt_exploits_a_checkpoint_with_the_mutated_lr(tmp_path):
+    pbt = tune.schedulers.PopulationBasedTraining(
+        time_attr="training_iteration",
+        perturbation_interval=1,
+        hyperparam_mutations={"lr": [0.03]},  # an exploiting trial always explores to lr=0.03
+        quantile_fraction=0.5,
+        resample_probability=0.0,
+        synch=True,
+    )
+    results, record = search(tmp_path, "pbt", {"lr": tune.grid_search([0.05, 0.0]), "max_epochs": 3}, pbt)
+    assert not results.errors
+    starts = {r.path: [row for row in read_records(record, r.metrics["trial_id"]) if row["event"] == "start"]
+              for r in results}  # fmt: skip
+    restarts = [row for rows in starts.values() for row in rows if row["restored_step"] is not None]
+    assert restarts, starts
+    for row in restarts:
+        # the loop resumed at the checkpoint's step, with the lr of the trial's (possibly mutated) config
+        assert row["step"] == row["restored_step"] > 0 and row["step"] % STEPS_PER_EPOCH == 0
+        assert row["lr"] == row["config_lr"]
+    # the weak trial exploited the strong one's checkpoint with a mutated lr, and trains with the new one
+    assert any(row["checkpoint_lr"] == 0.05 and row["lr"] == row["config_lr"] == 0.03 for row in restarts), restarts
+    for result in results:
+        assert result.metrics["epoch"] == 2 and len(result.metrics_dataframe) >= 1
+
+
+def test_interrupted_search_resumes_with_tuner_restore(tmp_path):
+    marker = str(tmp_path / "failed")
+    results, record = search(tmp_path, "restore", {"lr": 0.05, "fail_marker": marker})
+    assert len(results.errors) == 1 and "interrupted on purpose" in str(results.errors[0])
+    path = str(tmp_path / "results" / "restore")
+    assert tune.Tuner.can_restore(path)
+    restored = tune.Tuner.restore(path, trainable=lightray.tune.trainable(train_fn), resume_errored=True).fit()
+    assert not restored.errors
+    result = restored[0]
+    rows = read_records(record, result.metrics["trial_id"])
+    second_start = [row for row in rows if row["event"] == "start"][1]
+    assert second_start["step"] == second_start["restored_step"] == 2 * STEPS_PER_EPOCH
+    assert reported_epochs(result) == [0, 1, 2, 3]  # the restored trial went on where it stopped, no repeats
+
+
+def test_a_metric_never_logged_fails_the_trial_naming_the_logged_ones(tmp_path):
+    results, _ = search(tmp_path, "typo", {"lr": 0.05, "max_epochs": 1, "metrics": ["val_los"]})
+    assert len(results.errors) == 1
+    message = str(results.errors[0])
+    assert "['val_los']" in message and "['rank', 'train_loss', 'val_loss']" in message
+
+
+def test_trials_that_can_never_fit_fail_at_once():
+    with pytest.raises(MisconfigurationError, match=r"one trial needs 3.1 CPU, the cluster has 2"):
+        lightray.tune.tuner(train_fn, num_workers=3, resources_per_worker={"CPU": 1})
+    with pytest.raises(MisconfigurationError, match=r"no node has the trial's own bundle"):
+        lightray.tune.tuner(train_fn, cpus_per_trial=4)
+
+
+def test_concurrency_is_bounded_by_the_cluster():
+    resources = lightray.tune.trial_resources(num_workers=2, resources_per_worker={"CPU": 0.4})
+    assert resources.total() == {"CPU": pytest.approx(0.9)}
+    assert lightray.tune.bound_concurrency(tune.TuneConfig(), resources).max_concurrent_trials == 2
+    assert (
+        lightray.tune.bound_concurrency(tune.TuneConfig(max_concurrent_trials=1), resources).max_concurrent_trials == 1
+    )
+    one_cpu = lightray.tune.trial_resources(cpus_per_trial=1)
+    assert lightray.tune.bound_concurrency(tune.TuneConfig(max_concurrent_trials=8), one_cpu).max_concurrent_trials == 2
+
+
+def test_asha_example_smoke(tmp_path):
+    sys.path.insert(0, os.path.join(ROOT, "examples"))
+    import tune_asha
+
+    best = tune_asha.main(["--num-samples", "2", "--max-epochs", "1", "--storage-path", str(tmp_path)])
+    assert 0.0 <= best["val_acc"] <= 1.0
+
+
+def test_pbt_example_smoke(tmp_path):
+    sys.path.insert(0, os.path.join(ROOT, "examples"))
+    import tune_pbt
+
+    best = tune_pbt.main(["--num-samples", "2", "--max-epochs", "2", "--perturbation-interval", "1",
+                          "--storage-path", str(tmp_path)])  # fmt: skip
+    assert best["training_iteration"] >= 1 and 0.0 <= best["val_acc"] <= 1.0
