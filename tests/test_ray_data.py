@@ -14,6 +14,7 @@ from torch.utils.data import DataLoader
 import lightray as pl
 from lightray.data import RayDataLoader
 from lightray.errors import MisconfigurationError
+from lightray.strategies import Strategy
 
 pytestmark = pytest.mark.ray
 
@@ -156,3 +157,18 @@ def test_workers_that_leave_no_cpu_for_ray_data_fail_fast(tmp_path):
     # from a datamodule the datasets only exist on the workers: they check, and the error reaches the driver
     with pytest.raises(MisconfigurationError, match="Ray Data has no CPU"):
         trainer.fit(RowModel(), datamodule=RowData(train_rows=16, val_rows=16, batch_size=8))
+
+
+class TwoRanks(Strategy):
+    """Rank 0 of 2, without a process group: enough to see how a loader divides its rows."""
+
+    @property
+    def world_size(self) -> int:
+        return 2
+
+
+def test_split_divides_rows_among_ranks_and_can_be_turned_off():
+    split = RayDataLoader(rows(64), batch_size=8).bind(TwoRanks())
+    whole = RayDataLoader(rows(64), batch_size=8, split=False).bind(TwoRanks())
+    assert (len(split), len(whole)) == (4, 8)
+    assert len(list(whole)) == 8  # without the split this rank reads every row itself
