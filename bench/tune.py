@@ -25,13 +25,13 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "examples"))
+import digits  # noqa: E402  (shipped to the trials by value, see main)
 
 LRS = [3e-2, 1e-2, 3e-3, 1e-3, 3e-4, 1e-4, 3e-5, 1e-5]  # 8 trials, from good to hopeless
 
 
 def lightray_trial(config: dict) -> None:
     import torch
-    from digits import DigitsCNN, DigitsData
 
     import lightray as pl
     from lightray.tune import TuneReportCallback
@@ -46,14 +46,13 @@ def lightray_trial(config: dict) -> None:
         logger=False,
         enable_checkpointing=False,
     )
-    trainer.fit(DigitsCNN(lr=config["lr"]), datamodule=DigitsData())
+    trainer.fit(digits.DigitsCNN(lr=config["lr"]), datamodule=digits.DigitsData())
 
 
 def lightning_trial(config: dict) -> None:
     """The same program against pytorch-lightning, reporting through Ray Tune's own Lightning callback."""
     import pytorch_lightning as lightning
     import torch
-    from digits import DigitsCNN, DigitsData
     from ray.tune.integration.pytorch_lightning import TuneReportCheckpointCallback
 
     # the demo's module and data on Lightning's base classes: the same network and methods
@@ -61,10 +60,10 @@ def lightning_trial(config: dict) -> None:
         def __init__(self, lr: float) -> None:
             super().__init__()
             self.save_hyperparameters()
-            self.net = DigitsCNN(lr).net
+            self.net = digits.DigitsCNN(lr).net
 
-        forward, training_step = DigitsCNN.forward, DigitsCNN.training_step
-        validation_step, configure_optimizers = DigitsCNN.validation_step, DigitsCNN.configure_optimizers
+        forward, training_step = digits.DigitsCNN.forward, digits.DigitsCNN.training_step
+        validation_step, configure_optimizers = digits.DigitsCNN.validation_step, digits.DigitsCNN.configure_optimizers
 
     class LightningDigitsData(lightning.LightningDataModule):
         def __init__(self, batch_size: int = 64, seed: int = 0) -> None:
@@ -72,9 +71,9 @@ def lightning_trial(config: dict) -> None:
             self.batch_size, self.seed = batch_size, seed
 
         setup, train_dataloader, val_dataloader = (
-            DigitsData.setup,
-            DigitsData.train_dataloader,
-            DigitsData.val_dataloader,
+            digits.DigitsData.setup,
+            digits.DigitsData.train_dataloader,
+            digits.DigitsData.val_dataloader,
         )
 
     lightning.seed_everything(0, verbose=False)
@@ -141,7 +140,6 @@ def main() -> None:
     parser.add_argument("--max-epochs", type=int, default=4)
     args = parser.parse_args()
 
-    import digits
     import ray
     from ray import cloudpickle
 
