@@ -136,8 +136,13 @@ def test_console_script_exits_2_with_one_message_and_no_traceback():
         "lightray fit: error: --model cli_models.Nope: module 'cli_models' has no 'Nope'. "
         "Valid choices: cli_models.TinyModel."
     ]
-    tune = subprocess.run([LIGHTRAY, "tune"], capture_output=True, text=True)
-    assert tune.returncode == 2 and "`lightray tune` is not available yet" in tune.stderr
+    tune = subprocess.run([LIGHTRAY, "tune", "--model", "cli_models.TinyModel", "--tune.metric", "val_loss",
+                           "--tune.scheduler", "nope", "--search_space.model.lr", "uniform(0.01, 0.1)"],
+                          cwd=TESTS, capture_output=True, text=True)  # fmt: skip
+    assert tune.returncode == 2
+    assert tune.stderr.strip().splitlines() == [
+        "lightray tune: error: --tune.scheduler 'nope': unknown scheduler. Valid choices: fifo, asha, pbt"
+    ]
     assert "Traceback" not in bad.stderr + tune.stderr
 
 

@@ -239,17 +239,24 @@ def _local_file(checkpoint: Any) -> str:
 def _pickle_by_value(fn: Callable[..., Any]) -> None:
     """Ship the user's own code with the trainable: the module of ``fn`` and the user modules it takes names
     from (``from my_models import LitModel``), so trials need not import them from disk."""
+    import sysconfig
+
     from ray import cloudpickle
+
+    stdlib = sysconfig.get_paths()["stdlib"]
 
     def user_module(name: str) -> Any:
         module = sys.modules.get(name)
         path = getattr(module, "__file__", None) or ""
         top = name.split(".")[0]
-        if module is None or name == "__main__" or not path or "site-packages" in path:
+        if module is None or name == "__main__" or not path or "site-packages" in path or path.startswith(stdlib):
             return None
         return None if top in ("lightray", "ray", "torch", "pytorch_lightning", "lightning") else module
 
-    home = user_module(getattr(fn, "__module__", "") or "")
+    fn_module = getattr(fn, "__module__", "") or ""
+    home = user_module(fn_module)
+    if home is None and fn_module != "__main__":
+        return  # a library's function (lightray's own trial of `lightray tune`): no user code around it to ship
     names = vars(home).values() if home is not None else getattr(fn, "__globals__", {}).values()
     modules = {home} | {user_module(getattr(value, "__module__", None) or "") for value in names if callable(value)}
     for module in modules - {None}:
