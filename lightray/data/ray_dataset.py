@@ -45,8 +45,9 @@ class RayDataLoader:
             ``Dataset.iter_torch_batches`` takes them.
         shuffle: reshuffle all rows every epoch (``random_shuffle`` seeded with ``seed + epoch``).
         seed: the shuffle seed; by default ``seed_everything``'s (else 0), so a resumed epoch has the same order.
-        split: on several workers, give each rank its own shard (the default). ``False``: every rank reads
-            every row (e.g. a validation set that rank 0 must see whole).
+        split: on several workers, give each rank its own shard (the default); the shards are equal, so up to
+            ``world_size - 1`` rows of an epoch are left out. ``False``: every rank reads every row (e.g. a
+            validation set that rank 0 must see whole).
         num_rows: rows per epoch. ``"count"`` (default) asks Ray Data once, when training starts: free for
             materialized datasets, otherwise it runs the pipeline once. An int skips that; ``None`` leaves the
             length unknown (no progress total; fractional ``val_check_interval`` and limits need a length).
