@@ -1,19 +1,6 @@
-"""The ``lightray`` command: run a Trainer stage from class paths, YAML files and dotted overrides.
+"""``lightray tune``: a Ray Tune search over ``lightray fit`` runs, from the same options plus a search space.
 
-    lightray fit --model mypkg.LitModel --data mypkg.DigitsData --config run.yaml --trainer.max_epochs 5
-    lightray fit --config run.yaml --model.lr 0.01 --trainer.num_workers 4   # --model.init_args.lr works too
-    lightray fit --config run.yaml --print-config                            # the resolved config, then exit
-    lightray validate | test | predict --config run.yaml --ckpt_path last
-    lightray submit -- lightray fit --config run.yaml                        # ray job submit, upload guarded
-    lightray tune --config run.yaml --tune.metric val_loss --tune.num_samples 8 --tune.scheduler asha \
-        --search_space.model.lr 'loguniform(1e-4, 1e-1)' --search_space.data.batch_size 'choice([32, 64])'
-
-Everything here runs on the driver (a laptop, or the entrypoint of a Ray job). The options follow
-LightningCLI's conventions, parsed by jsonargparse: ``--config`` files merge left to right, later
-options win, and ``--trainer.callbacks+=lightray.callbacks.EarlyStopping`` appends. The resolved config is
-saved as ``config.yaml`` beside the logs (the logger's folder) and, under Ray, beside the checkpoints
-(``<storage_path>/<name>/``): ``lightray fit --config <that file>`` reruns the run, and with a ``name`` it
-resumes it. Bad input ends with one message that lists every problem and the valid choices.
+Runs on the driver; each trial runs ``_fit_trial`` in its Tune trial process.
 """
 
 from __future__ import annotations
@@ -21,348 +8,26 @@ from __future__ import annotations
 import ast
 import copy
 import difflib
-import importlib
 import inspect
 import logging
 import os
-import random
 import re
 import sys
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from lightray.callbacks.callback import Callback
-from lightray.datamodule import LightningDataModule
+from lightray.cli import SaveConfig, UsageError, _listing, _make_trainer, build_parser
 from lightray.errors import MisconfigurationError
-from lightray.module import LightningModule
 from lightray.tune.callback import TuneReportCallback
 
 if TYPE_CHECKING:
-    from jsonargparse import ArgumentParser, Namespace
+    from jsonargparse import ArgumentParser
     from ray.tune import ResultGrid
 
     from lightray.trainer import Trainer
 
-STAGES = ("fit", "validate", "test", "predict")
 SCHEDULERS = ("fifo", "asha", "pbt")
-# Trainer arguments that take Ray objects: the command line uses their shortcuts (num_workers, use_gpu, ...)
-_SKIPPED_TRAINER_ARGS = {"logger", "scaling_config", "run_config"}
-
-
-class UsageError(Exception):
-    """Bad command-line input; the message lists the problems and the valid choices."""
-
-
-# ====================================================================== entry point
-def main(argv: list[str] | None = None) -> int:
-    """The console script ``lightray``; runs on the driver. Returns the exit status (2: bad input)."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    # like `python -m`: modules in the current folder can be named by class path (mymodels.LitModel)
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
-    command = argv[0] if argv else ""
-    try:
-        if command == "submit":
-            from lightray.jobs import submit_main
-
-            return submit_main(argv[1:])
-        run(argv)
-    except (UsageError, MisconfigurationError) as err:
-        print(f"{' '.join(['lightray', command]).strip()}: error: {err}", file=sys.stderr)
-        return 2
-    return 0
-
-
-def run(argv: list[str]) -> Any:
-    """Parse ``argv`` (``<stage> [options]``), build the Trainer, module and data, and run the stage. Driver.
-
-    Returns what the stage returns (``validate``/``test`` metrics, ``predict`` outputs; for ``tune``, Ray's
-    ``ResultGrid``); ``--print-config`` prints the resolved config and returns None without building anything.
-    """
-    from jsonargparse import ArgumentError
-
-    print_config = any(arg in ("--print-config", "--print_config") for arg in argv)
-    argv = [arg for arg in argv if arg not in ("--print-config", "--print_config")]
-    _check_config_files(argv)
-    argv, search_space = _pop_search_space(argv) if argv[:1] == ["tune"] else (argv, {})
-    parser, stage_parsers = build_parser()
-    try:
-        config = parser.parse_args(argv)
-    except ArgumentError as err:
-        # the valid options of the stage that was asked for (all stages' when none was)
-        asked = {argv[0]: stage_parsers[argv[0]]} if argv and argv[0] in stage_parsers else stage_parsers
-        raise UsageError(explain(str(err), asked)) from None
-    stage = config.subcommand
-    stage_config = config[stage]
-    seed = stage_config.seed_everything
-    if seed is True:  # as LightningCLI: a random seed, written into the saved config so the run can be repeated
-        stage_config.seed_everything = seed = random.randint(0, 2**32 - 1)
-    text = stage_parsers[stage].dump(stage_config, skip_unset=False)
-    if stage == "tune":
-        text = _check_search(text, search_space)
-    if print_config:
-        print(text, end="")
-        return None
-    if stage == "tune":
-        return tune(text)
-    if seed is not False:
-        from lightray.seed import seed_everything
-
-        seed_everything(int(seed))
-    objects = stage_parsers[stage].instantiate(stage_config)
-    trainer = _make_trainer(objects.trainer, text)
-    kwargs: dict[str, Any] = {"datamodule": objects.data, "ckpt_path": objects.ckpt_path}
-    return getattr(trainer, stage)(objects.model, **kwargs)
-
-
-def _make_trainer(options: Namespace, config_text: str, *extra: Callback) -> Trainer:
-    from lightray.trainer import Trainer
-
-    kwargs = dict(vars(options))  # the trainer's options, with callbacks and loggers already instantiated
-    given = kwargs.pop("callbacks") or []
-    callbacks = [*(given if isinstance(given, list) else [given]), SaveConfig(config_text), *extra]
-    return Trainer(**kwargs, callbacks=callbacks)
-
-
-# ====================================================================== the parser
-def build_parser() -> tuple[ArgumentParser, dict[str, ArgumentParser]]:
-    """The ``lightray`` parser and one sub-parser per stage. Driver."""
-    from jsonargparse import ActionConfigFile, ArgumentParser
-
-    from lightray.loggers.logger import Logger
-    from lightray.trainer import Trainer
-
-    parser = ArgumentParser(prog="lightray", description=__doc__, exit_on_error=False, allow_abbrev=False)
-    subcommands = parser.add_subcommands(required=True, dest="subcommand")
-    stage_parsers = {}
-    for stage in (*STAGES, "tune"):
-        sub = ArgumentParser(prog=f"lightray {stage}", exit_on_error=False, allow_abbrev=False)
-        sub.add_argument("-c", "--config", action=ActionConfigFile, help="a YAML config file (several merge in order)")
-        sub.add_argument(
-            "--seed_everything",
-            type=bool | int,
-            default=True,
-            help="seed for python, numpy and torch; true: a random one (saved in the config); false: no seeding",
-        )
-        sub.add_class_arguments(Trainer, "trainer", instantiate=False, skip=_SKIPPED_TRAINER_ARGS)
-        sub.add_argument(
-            "--trainer.logger",
-            type=bool | Logger | list[Logger] | None,
-            default=True,
-            help="true: CSVLogger; false: none; or a logger class path such as lightray.loggers.TensorBoardLogger",
-        )
-        sub.add_subclass_arguments(LightningModule, "model", required=True, help="the LightningModule's class path")
-        sub.add_subclass_arguments(
-            LightningDataModule, "data", required=False, help="the LightningDataModule's class path"
-        )
-        if stage == "tune":
-            _add_search_arguments(sub)
-        else:  # a search's trials start from scratch, or from the checkpoints Tune gives them (PBT, restore)
-            sub.add_argument("--ckpt_path", type=str | None, default=None, help='"last", "best" or a checkpoint path')
-        subcommands.add_subcommand(
-            stage, sub, help="a Ray Tune search of Trainer.fit runs" if stage == "tune" else f"Trainer.{stage}"
-        )
-        stage_parsers[stage] = sub
-    return parser, stage_parsers
-
-
-def _check_config_files(argv: list[str]) -> None:
-    """Name the file and the YAML problem before jsonargparse would report it without the file's name."""
-    import yaml
-
-    problems = []
-    for i, arg in enumerate(argv):
-        if arg in ("-c", "--config") and i + 1 < len(argv):
-            path = argv[i + 1]
-        elif arg.startswith("--config="):
-            path = arg.split("=", 1)[1]
-        else:
-            continue
-        if not os.path.isfile(path):
-            problems.append(f"--config {path}: no such file")
-            continue
-        try:
-            with open(path) as f:
-                content = yaml.safe_load(f)
-        except yaml.YAMLError as err:
-            problems.append(f"--config {path}: not valid YAML: {' '.join(str(err).split())}")
-            continue
-        if not isinstance(content, dict | None):
-            problems.append(
-                f"--config {path}: expected a mapping of options (trainer:, model:, data:, ...), "
-                f"got a {type(content).__name__}"
-            )
-    if problems:
-        raise UsageError(_listing(problems))
-
-
-# ====================================================================== error messages
-def explain(message: str, stage_parsers: dict[str, ArgumentParser]) -> str:
-    """jsonargparse's error ``message`` as a list of the problems, each with the valid choices. Driver."""
-    unknown = re.findall(r"(?:does not accept option|unrecognized arguments?:?)\s+'?([^'\n]+)'?", message)
-    if unknown:
-        keys = [a.lstrip("-").split("=")[0] for part in unknown for a in part.split() if a.startswith("-")]
-        keys = keys or [part.strip().lstrip("-") for part in unknown]
-        return _listing([_unknown_option(key, stage_parsers) for key in keys])
-    key_match = re.match(r'Parser key "([^"]+)":', message)
-    key = key_match.group(1) if key_match else None
-    if key in ("model", "data"):
-        return _listing([_class_problem(key, message)])
-    if "required" in message and "model" in message:
-        return _listing(["--model is required: give a LightningModule class path, e.g. --model mypkg.LitModel"])
-    if key is not None:
-        given = _given_value(message)
-        details = "; ".join(_inner_errors(message))
-        return _listing([f"--{key}: {given!r} is not accepted ({details})" if given else f"--{key}: {details}"])
-    return _listing([" ".join(_inner_errors(message)) or message.strip()])
-
-
-def _unknown_option(key: str, stage_parsers: dict[str, ArgumentParser]) -> str:
-    group = key.split(".")[0] if "." in key else ""
-    defaults = [p.get_defaults() for p in stage_parsers.values()]
-    options = sorted({k for d in defaults for k in d.keys() if k != "config"})  # noqa: SIM118 (a Namespace, not a dict)
-    options = [k for k in options if (k.startswith(group + ".") if group else "." not in k)]
-    if not group:
-        options += ["config", "print-config", "trainer.<option>", "model.<init argument>", "data.<init argument>"]
-    close = difflib.get_close_matches(key, options, n=3, cutoff=0.6)
-    hint = f" Did you mean {', '.join('--' + c for c in close)}?" if close else ""
-    scope = f"--{group} options" if group else "options"
-    return f"unknown option --{key}.{hint} Valid {scope}: {', '.join('--' + o for o in options)}"
-
-
-def _class_problem(key: str, message: str) -> str:
-    """Why the class path given for --model / --data does not work, with the classes that would."""
-    base = LightningModule if key == "model" else LightningDataModule
-    paths = re.findall(r"class_path '([^']+)'", message) or [_given_value(message)]
-    class_path = next((p for p in paths if p), None)
-    problem = _class_path_problem(class_path, base) if class_path else None
-    if problem:
-        return f"--{key} {class_path}: {problem}"
-    if class_path is None:
-        return f"--{key}: {'; '.join(_inner_errors(message))}"
-    cls = _import_class(class_path)
-    inner = "; ".join(_inner_errors(message))
-    if "not accepted" not in inner:
-        return f"--{key} {class_path}: {inner}"
-    accepted = [name for name in inspect.signature(cls).parameters if name not in ("args", "kwargs")]
-    return f"--{key} {class_path}: {inner}. {cls.__name__} accepts: {', '.join(accepted) or '(no arguments)'}"
-
-
-def _class_path_problem(class_path: str, base: type) -> str | None:
-    """What is wrong with ``class_path`` as a subclass of ``base``, with the valid choices; None if nothing."""
-    kind = base.__name__
-    if "." not in class_path:
-        known = _known_subclasses(base, class_path) or _known_subclasses(base)
-        return f"not a class path (module.Class). {_choices(kind, known)}"
-    module_name, _, name = class_path.rpartition(".")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as err:
-        return (
-            f"cannot import module {module_name!r} ({err}). The module must be installed or sit in the current "
-            f"folder. {_choices(kind, _known_subclasses(base))}"
-        )
-    in_module = [
-        f"{module_name}.{n}"
-        for n, obj in vars(module).items()
-        if inspect.isclass(obj) and issubclass(obj, base) and obj is not base
-    ]
-    obj = getattr(module, name, None)
-    if obj is None:
-        return f"module {module_name!r} has no {name!r}. {_choices(kind, in_module or _known_subclasses(base))}"
-    if not (inspect.isclass(obj) and issubclass(obj, base)):
-        bases = [
-            b.__name__ for b in (LightningModule, LightningDataModule) if inspect.isclass(obj) and issubclass(obj, b)
-        ]
-        what = bases[0] if bases else ("class" if inspect.isclass(obj) else type(obj).__name__)
-        return f"this is a {what}, not a {kind}. {_choices(kind, in_module or _known_subclasses(base))}"
-    return None
-
-
-def _import_class(class_path: str) -> type:
-    module_name, _, name = class_path.rpartition(".")
-    return getattr(importlib.import_module(module_name), name)
-
-
-def _known_subclasses(base: type, name: str | None = None) -> list[str]:
-    """Subclasses of ``base`` imported so far (those called ``name`` only, when given)."""
-    found: set[str] = set()
-    todo: list[type] = list(base.__subclasses__())
-    while todo:
-        cls = todo.pop()
-        todo.extend(cls.__subclasses__())
-        if cls.__module__ != "__main__" and (name is None or cls.__name__ == name):
-            found.add(f"{cls.__module__}.{cls.__qualname__}")
-    return sorted(found)
-
-
-def _choices(kind: str, paths: list[str]) -> str:
-    if not paths:
-        return f"Give the full path of a {kind} subclass, e.g. mypkg.models.LitModel."
-    return f"Valid choices: {', '.join(paths)}."
-
-
-def _given_value(message: str) -> str | None:
-    match = re.search(r"Given value: (.+)", message)
-    return match.group(1).strip() if match else None
-
-
-def _inner_errors(message: str) -> list[str]:
-    """The lines of a jsonargparse message that say what is wrong, without the type-union bookkeeping."""
-    noise = (
-        "Parser key",
-        "Does not validate against any of the Union subtypes",
-        "Subtypes:",
-        "Errors:",
-        "expected NoneType",
-        "Given value",
-        "Expected a path but",
-        "Problem with given class_path",
-    )
-    lines = [
-        re.sub(r"Expected a <class '([\w.]+)'>", r"expected \1", line).strip(" -") for line in message.splitlines()
-    ]
-    return [line for line in lines if line and not line.startswith(noise)]
-
-
-def _listing(problems: list[str]) -> str:
-    if len(problems) == 1:
-        return problems[0]
-    return f"{len(problems)} problems:\n" + "\n".join(f"  - {p}" for p in problems)
-
-
-# ====================================================================== the saved config
-class SaveConfig(Callback):
-    """Writes the resolved config as ``config.yaml`` beside the logs and, under Ray, beside the checkpoints.
-
-    ``setup`` runs where the loop runs (in-process, or on each Ray Train worker); global rank 0 writes.
-    """
-
-    def __init__(self, config: str, filename: str = "config.yaml") -> None:
-        self.config, self.filename = config, filename
-
-    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
-        from lightray import storage
-
-        if not trainer.is_global_zero:
-            return
-        folders = {trainer.log_dir}
-        run_dir = getattr(trainer.strategy, "run_dir", None)  # <storage_path>/<name> on Ray Train workers
-        if run_dir:
-            folders.add(run_dir)
-        for folder in folders:
-            storage.makedirs(folder)
-            storage.write_atomic(storage.join(folder, self.filename), self._write)
-
-    def _write(self, target: Any) -> None:
-        data = self.config.encode()
-        if isinstance(target, str):
-            with open(target, "wb") as f:
-                f.write(data)
-        else:
-            target.write(data)
-
 
 # ====================================================================== lightray tune
 # Trainer options that every trial shares: they decide the trials' resources and where things go.
@@ -388,7 +53,7 @@ DOMAINS = {
 }
 
 
-def _add_search_arguments(parser: ArgumentParser) -> None:
+def add_search_arguments(parser: ArgumentParser) -> None:
     """``--tune.*`` (the search) and ``--search_space.<key>`` (the sampled values) of ``lightray tune``."""
     from typing import Any as AnyValue
 
@@ -469,7 +134,7 @@ def _ray_domain(text: str, for_mutation: bool = False) -> Any:
     return getattr(ray.tune, name)(*args)
 
 
-def _pop_search_space(argv: list[str]) -> tuple[list[str], dict[str, Any]]:
+def pop_search_space(argv: list[str]) -> tuple[list[str], dict[str, Any]]:
     """``argv`` without its ``--search_space.<key> <domain>`` options, and those options (jsonargparse would let
     ``--search_space.model.b`` replace ``--search_space.model.a``). Driver."""
     rest, space = [], {}
@@ -483,7 +148,7 @@ def _pop_search_space(argv: list[str]) -> tuple[list[str], dict[str, Any]]:
     return rest, space
 
 
-def _check_search(text: str, given: dict[str, Any]) -> str:
+def check_search(text: str, given: dict[str, Any]) -> str:
     """Check the ``tune`` options and the search space (the config's ``search_space`` updated with ``given``) of
     the resolved config ``text``, collecting every problem; return the config to save, with search-space keys
     as ``model.lr`` and storage_path and name resolved. Driver."""
@@ -821,7 +486,3 @@ def _print_results(
         print(f"checkpoint: {checkpoint}")
         print(f"load it:    from {module} import {name}; model = {name}.load_from_checkpoint({checkpoint!r})")
     print(f"config:     {storage.join(path, 'config.yaml')} (rerun it to resume the search)")
-
-
-if __name__ == "__main__":
-    sys.exit(main())
