@@ -84,15 +84,21 @@ def _checkpoint_config(trainer: Trainer) -> Any:
     )
 
 
+def worker_resources(scaling: Any) -> dict[str, float]:
+    """What one worker of ``scaling`` holds, with Ray Train's defaults filled in."""
+    per_worker = dict(scaling.resources_per_worker or {})
+    per_worker.setdefault("CPU", 0 if scaling.use_gpu else 1)
+    if scaling.use_gpu:
+        per_worker.setdefault("GPU", 1)
+    return per_worker
+
+
 def check_fits(scaling: Any) -> None:
     """Raise at once when the worker group can never be placed, instead of waiting forever."""
     import ray
 
     nodes = [node for node in ray.nodes() if node.get("Alive")]
-    per_worker = dict(scaling.resources_per_worker or {})
-    per_worker.setdefault("CPU", 0 if scaling.use_gpu else 1)
-    if scaling.use_gpu:
-        per_worker.setdefault("GPU", 1)
+    per_worker = worker_resources(scaling)
     workers = scaling.num_workers if isinstance(scaling.num_workers, int) else scaling.num_workers[0]
     totals: dict[str, float] = {}
     for node in nodes:

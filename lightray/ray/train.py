@@ -55,7 +55,7 @@ def launch(trainer: Trainer, stage: str, stage_kwargs: dict[str, Any] | None = N
 
     from lightray.callbacks.progress import ProgressBar, default_renderer
     from lightray.ray.channel import ChannelRenderer, DriverChannel, ProgressRelay
-    from lightray.ray.config import check_fits, check_room_for_ray_data, ray_configs
+    from lightray.ray.config import check_fits, check_room_for_ray_data, ray_configs, worker_resources
 
     _quiet_ray_defaults()
     if not ray.is_initialized():
@@ -63,8 +63,7 @@ def launch(trainer: Trainer, stage: str, stage_kwargs: dict[str, Any] | None = N
     scaling, run = ray_configs(trainer)
     check_fits(scaling)
     if _feeds_ray_data(trainer._sources):  # a datamodule's Ray datasets are checked on the workers
-        resources: dict[str, Any] = dict(scaling.resources_per_worker or {})  # type: ignore[arg-type]
-        per_worker = float(resources.get("CPU", 0 if scaling.use_gpu else 1))
+        per_worker = float(worker_resources(scaling)["CPU"])
         check_room_for_ray_data(ray.cluster_resources().get("CPU", 0.0), _most_workers(scaling), per_worker)
     run_dir = _join(run.storage_path, run.name)
     # on the driver's own node: it must outlive any worker node that fails

@@ -98,7 +98,6 @@ def trainable(
         _enter_trial(_restore_path())
         return train_fn(config)
 
-    run_trial._lightray_resources = resources  # type: ignore[attr-defined]
     return ray.tune.with_resources(run_trial, {k.lower(): v for k, v in resources.trial.items()})
 
 
