@@ -22,6 +22,7 @@ from lightray.module import LightningModule
 from lightray.optimization import LightningOptimizer, LRSchedulerConfig
 from lightray.precision import PRECISIONS, Precision, make_precision
 from lightray.strategies import SingleDeviceStrategy, Strategy
+from lightray.tune.trial import match_workers as match_tune_trial_workers
 
 
 class Trainer:
@@ -273,6 +274,7 @@ class Trainer:
             )
         self.ckpt_path = ckpt_path
         self.should_stop = False
+        match_tune_trial_workers(self)
         if self.on_ray:
             self._launch_on_ray("fit")
             return

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 
 import torch
@@ -66,3 +67,17 @@ class TinyData(pl.LightningDataModule):
 
     def predict_dataloader(self):
         return self._loader()
+
+
+class StartRecord(pl.Callback):
+    """On rank 0, appends a JSON line per training start: the step it starts at, the world size and the lr."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        if trainer.is_global_zero:
+            row = {"step": trainer.global_step, "world_size": trainer.world_size, "hparams_lr": pl_module.hparams.lr,
+                   "optimizer_lr": trainer.optimizers[0].param_groups[0]["lr"]}  # fmt: skip
+            with open(self.path, "a") as f:
+                f.write(json.dumps(row) + "\n")

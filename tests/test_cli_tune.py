@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 
 import pytest
 import torch
 import yaml
+from tune_helpers import tune_cluster
 
 from lightray import cli
 
@@ -20,9 +22,8 @@ QUIET = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summa
 
 @pytest.fixture(scope="module")
 def local_cluster():
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="warning")
-    yield
-    ray.shutdown()
+    with tune_cluster():  # with the dashboard: PBT pauses trials that drive Ray Train runs
+        yield
 
 
 def search_config(tmp_path, **tune_options):
@@ -86,6 +87,28 @@ def test_search_runs_trials_with_the_sampled_values_prints_the_best_and_resumes(
         cli.run(["tune", "--config", str(saved_path), "--search_space.model.lr", "uniform(0.01, 0.1)"])
     with pytest.raises(cli.UsageError, match=r"--tune.resume false: a search already exists at .*lr-bs"):
         cli.run(["tune", "--config", str(saved_path), "--tune.resume", "false"])
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_pbt_over_trials_of_two_ray_train_workers_restores_checkpoints_with_the_new_lr(tmp_path, local_cluster):
+    record = tmp_path / "starts.jsonl"
+    argv = ["tune", "--config", search_config(tmp_path, name="pbt-2w"), *QUIET, "--trainer.num_workers", "2",
+            "--trainer.resources_per_worker", "{CPU: 0.4}", "--trainer.callbacks+=cli_models.StartRecord",
+            f"--trainer.callbacks.path={record}", "--tune.scheduler", "pbt",
+            "--tune.scheduler_args", "{quantile_fraction: 0.5, resample_probability: 0.0, synch: true}"]  # fmt: skip
+    results = cli.run(argv)  # lr grid [0.1, 0.0]: after epoch 0 the lr=0 trial exploits the other's checkpoint
+    assert len(results) == 2 and not results.errors
+    for i in range(2):
+        assert results[i].metrics["epoch"] == 1 and results[i].config["model"]["lr"] in (0.1, 0.0)
+    starts = [json.loads(line) for line in record.read_text().splitlines()]
+    assert all(row["world_size"] == 2 for row in starts)  # every trial trained on its 2 Ray Train workers
+    assert sorted(row["step"] for row in starts)[:2] == [0, 0]
+    # restarts from checkpoints (16 rows per worker in batches of 8: 2 steps per epoch): the first after epoch 0,
+    # another after epoch 1 if the weak trial is still the weaker one; each trains with its trial's new lr
+    restarts = [row for row in starts if row["step"] > 0]
+    assert restarts and restarts[0]["step"] == 2 and {row["step"] for row in restarts} <= {2, 4}
+    assert all(row["optimizer_lr"] == row["hparams_lr"] for row in restarts)
 
 
 @pytest.mark.ray

@@ -8,8 +8,9 @@ import time
 
 import pytest
 import torch
-from tune_helpers import STEPS_PER_EPOCH, Tiny, read_records, train_fn
+from tune_helpers import STEPS_PER_EPOCH, Tiny, read_records, train_fn, tune_cluster
 
+import lightray
 import lightray.tune
 from lightray.errors import MisconfigurationError
 
@@ -22,19 +23,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 @pytest.fixture(scope="module", autouse=True)
 def local_cluster():
-    # A trial that Tune stops is killed with its Ray Train controller; Ray's PlacementGroupCleaner then frees the
-    # workers' placement group. It asks the dashboard's state API, and finds "the" cluster through
-    # $RAY_TMPDIR/ray/ray_current_cluster when several Ray clusters share the machine (as on this one).
-    ray.init(num_cpus=2, include_dashboard=True, logging_level="warning")
-    address_file = None
-    if os.environ.get("RAY_TMPDIR"):
-        address_file = os.path.join(os.environ["RAY_TMPDIR"], "ray", "ray_current_cluster")
-        with open(address_file, "w") as f:
-            f.write(ray.get_runtime_context().gcs_address)
-    yield
-    ray.shutdown()
-    if address_file:
-        os.remove(address_file)
+    with tune_cluster():
+        yield
 
 
 def search(tmp_path, name, param_space, scheduler=None, num_workers=0, **tune_kwargs):
@@ -149,6 +139,34 @@ def test_a_metric_never_logged_fails_the_trial_naming_the_logged_ones(tmp_path):
     assert len(results.errors) == 1
     message = str(results.errors[0])
     assert "['val_los']" in message and "['rank', 'train_loss', 'val_loss']" in message
+
+
+def test_a_trainer_asking_for_other_workers_than_the_trial_fails_the_trial_at_once(tmp_path):
+    # tuner(num_workers=0) counts 1 CPU per trial; the trial's Trainer asks for 2 Ray Train workers Tune never counted
+    start = time.monotonic()
+    results, _ = search(tmp_path, "mismatch", {"lr": 0.05, "max_epochs": 1, "num_workers": 2})
+    assert len(results.errors) == 1 and time.monotonic() - start < 60
+    message = str(results.errors[0])
+    assert "was given no Ray Train workers (it trains in its own process)" in message
+    assert "its Trainer asks for 2 workers x {'CPU': 0.4}" in message and "pass the same num_workers" in message
+
+
+def test_a_trials_trainer_must_match_the_trials_workers_and_inherits_their_resources(monkeypatch):
+    from lightray.tune import trial
+
+    monkeypatch.setattr(trial, "_current", trial.Trial(None, num_workers=2, per_worker={"CPU": 0.4}))
+    inherits = lightray.Trainer(num_workers=2)  # no resources_per_worker: the trial's, not an automatic share
+    trial.match_workers(inherits)
+    assert inherits._ray_options["resources_per_worker"] == {"CPU": 0.4}
+    trial.match_workers(lightray.Trainer(num_workers=2, resources_per_worker={"CPU": 0.4}))  # the same: fine
+    for other, wants in [({"num_workers": 1}, "1 worker. Tune"),
+                         ({"num_workers": 2, "resources_per_worker": {"CPU": 1}}, "2 workers x {'CPU': 1.0}"),
+                         ({}, "no workers (num_workers=0")]:  # fmt: skip
+        with pytest.raises(MisconfigurationError, match=r"was given 2 Ray Train workers x \{'CPU': 0.4\}") as info:
+            trial.match_workers(lightray.Trainer(**other))
+        assert f"its Trainer asks for {wants}" in str(info.value)
+    monkeypatch.setattr(trial, "_current", None)  # outside a trial nothing is checked
+    trial.match_workers(lightray.Trainer(num_workers=3))
 
 
 def test_trials_that_can_never_fit_fail_at_once():

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+from collections.abc import Iterator
 
 import torch
 from torch import nn
@@ -88,13 +90,13 @@ def train_fn(config: dict) -> None:
     """The trial: one Trainer per config; what it records goes to ``config["record_dir"]/<trial id>.jsonl``."""
     import ray.tune
 
-    from lightray.tune.callback import _trial
+    from lightray.tune.trial import current
 
     pl.seed_everything(0)
     workers = config.get("num_workers", 0)
     record = os.path.join(config["record_dir"], ray.tune.get_context().get_trial_id() + ".jsonl")
     callbacks = [  # Record first: when Tune stops the trial at a report, what happened before it is written
-        Record(record, restore_from=(_trial or {}).get("checkpoint_path")),
+        Record(record, restore_from=getattr(current(), "checkpoint_path", None)),
         TuneReportCallback(config.get("metrics", ["val_loss", "rank"])),
     ]
     if config.get("fail_marker"):
@@ -115,3 +117,27 @@ def train_fn(config: dict) -> None:
 def read_records(record_dir: str, trial_id: str) -> list[dict]:
     with open(os.path.join(record_dir, trial_id + ".jsonl")) as f:
         return [json.loads(line) for line in f]
+
+
+@contextlib.contextmanager
+def tune_cluster() -> Iterator[None]:
+    """A 2-CPU Ray cluster in which Tune can stop (ASHA) and pause (PBT) trials that drive Ray Train runs.
+
+    A stopped trial is killed with its Ray Train controller; Ray's PlacementGroupCleaner then frees the workers'
+    placement group. It asks the dashboard's state API, and finds "the" cluster through
+    $RAY_TMPDIR/ray/ray_current_cluster when several Ray clusters share the machine (ray.init does not write it).
+    """
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=True, logging_level="warning")
+    address_file = None
+    if os.environ.get("RAY_TMPDIR"):
+        address_file = os.path.join(os.environ["RAY_TMPDIR"], "ray", "ray_current_cluster")
+        with open(address_file, "w") as f:
+            f.write(ray.get_runtime_context().gcs_address)
+    try:
+        yield
+    finally:
+        ray.shutdown()
+        if address_file:
+            os.remove(address_file)

@@ -3,18 +3,25 @@
 Ray Train's ``report`` carries checkpoints and their metrics; this carries what the driver shows
 live (one progress bar for the whole job), what ``fit`` hands back (weights, metrics, paths), and
 calls that must run on the driver (``call_once``: Tune reports of a trial that drives Ray Train).
+
+The actor only holds plain numbers and pickled bytes: it never unpickles rank 0's results or calls, so
+its process imports neither torch nor lightray and starts in a fraction of a second (one such process
+per run, or per Tune trial).
 """
 
 from __future__ import annotations
 
+import pickle
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import ray
+from ray import cloudpickle
 
-from lightray.callbacks.progress import Renderer
+if TYPE_CHECKING:
+    from lightray.callbacks.progress import Renderer
 
 
 @ray.remote(num_cpus=0)
@@ -24,7 +31,7 @@ class DriverChannel:
     def __init__(self) -> None:
         self.events: list[tuple] = []
         self.history: list[dict[str, Any]] = []
-        self.final: dict[str, Any] | None = None
+        self.final: bytes | None = None  # rank 0's results, pickled
         self.last_call_key = -1  # calls rank 0 asked for, and those the driver has run
         self.done_call_key = -1
 
@@ -38,12 +45,12 @@ class DriverChannel:
         """A restarted worker group resumes at ``step``: forget history the lost attempt logged after it."""
         self.history = [row for row in self.history if row.get("step", 0) <= step]
 
-    def call_once(self, key: int, fn: Callable[..., Any], *args: Any) -> None:
-        """Have the driver run ``fn(*args)``, in order. Keys grow: a restarted worker group that repeats
-        steps sends keys already seen, and those calls are dropped."""
+    def call_once(self, key: int, call: bytes) -> None:
+        """Have the driver run a pickled ``(fn, args)``, in order. Keys grow: a restarted worker group that
+        repeats steps sends keys already seen, and those calls are dropped."""
         if key > self.last_call_key:
             self.last_call_key = key
-            self.events.append(("call", fn, key, *args))
+            self.events.append(("call", key, call))
 
     def call_done(self, key: int) -> None:
         self.done_call_key = max(self.done_call_key, key)
@@ -51,14 +58,14 @@ class DriverChannel:
     def calls_done(self) -> int:
         return self.done_call_key
 
-    def finish(self, payload: dict[str, Any]) -> None:
+    def finish(self, payload: bytes) -> None:
         self.final = payload
 
     def drain(self) -> list[tuple]:
         events, self.events = self.events, []
         return events
 
-    def result(self) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
+    def result(self) -> tuple[bytes | None, list[dict[str, Any]]]:
         return self.final, self.history
 
 
@@ -136,9 +143,10 @@ class ProgressRelay:
         for event in events:
             kind, target, *rest = event
             if kind == "call":
-                key, *args = rest
+                key, call = target, rest[0]
                 try:
-                    target(*args)
+                    fn, args = pickle.loads(call)
+                    fn(*args)
                 finally:  # also when Tune ends the trial inside the call: rank 0 stops waiting
                     self.channel.call_done.remote(key)
             else:
@@ -162,6 +170,17 @@ def driver_channel() -> Any:
 def call_on_driver(key: int, fn: Callable[..., Any], *args: Any, poll: float = 0.05) -> None:
     """On rank 0: have the driver run ``fn(*args)`` (once per ``key``, see ``call_once``) and wait until it has."""
     channel = driver_channel()
-    channel.call_once.remote(key, fn, *args)
+    channel.call_once.remote(key, cloudpickle.dumps((fn, args)))
     while ray.get(channel.calls_done.remote()) < key:
         time.sleep(poll)
+
+
+def send_result(channel: Any, result: dict[str, Any]) -> None:
+    """On rank 0: hand the stage's results (weights, metrics, output) to the driver, pickled."""
+    channel.finish.remote(cloudpickle.dumps(result))
+
+
+def receive_result(channel: Any) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
+    """On the driver: rank 0's results (None if it sent none) and the metric history."""
+    final, history = ray.get(channel.result.remote())
+    return (None if final is None else pickle.loads(final)), history

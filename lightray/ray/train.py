@@ -54,7 +54,7 @@ def launch(trainer: Trainer, stage: str, stage_kwargs: dict[str, Any] | None = N
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     from lightray.callbacks.progress import ProgressBar, default_renderer
-    from lightray.ray.channel import ChannelRenderer, DriverChannel, ProgressRelay
+    from lightray.ray.channel import ChannelRenderer, DriverChannel, ProgressRelay, receive_result
     from lightray.ray.config import check_fits, check_room_for_ray_data, ray_configs, worker_resources
 
     _quiet_ray_defaults()
@@ -100,7 +100,7 @@ def launch(trainer: Trainer, stage: str, stage_kwargs: dict[str, Any] | None = N
     finally:
         if bar is not None:
             bar.renderer = local_renderer
-    final, history = ray.get(channel.result.remote())
+    final, history = receive_result(channel)
     ray.kill(channel)
     if final is None:
         raise RuntimeError("The Ray workers finished without sending their results back; see the worker logs.")
@@ -261,7 +261,9 @@ def train_fn(config: dict[str, Any]) -> None:
             _set_aside_unregistered(payload.run_dir, -1)
         output = run(module, ckpt_path=ckpt_path, **stage_args)
     if rank0:
-        payload.channel.finish.remote(_final_payload(trainer, output))
+        from lightray.ray.channel import send_result
+
+        send_result(payload.channel, _final_payload(trainer, output))
 
 
 def _stage_args(payload: Payload) -> dict[str, Any]:

@@ -20,6 +20,7 @@ import torch
 
 from lightray.callbacks.callback import Callback
 from lightray.errors import MisconfigurationError
+from lightray.tune.trial import current as current_trial
 
 if TYPE_CHECKING:
     from lightray.module import LightningModule
@@ -27,15 +28,6 @@ if TYPE_CHECKING:
 
 CHECKPOINT_FILE = "checkpoint.ckpt"  # the file inside each Tune checkpoint folder, as in Ray Train's
 EVENTS = ("validation_end", "validation_epoch_end", "train_epoch_end", "train_end")
-
-# Set in the trial process by lightray.tune's trainable before the user's function runs.
-_trial: dict[str, Any] | None = None
-
-
-def _enter_trial(checkpoint_path: str | None) -> None:
-    """Mark this process as a Tune trial, resuming from ``checkpoint_path`` (trial)."""
-    global _trial
-    _trial = {"checkpoint_path": checkpoint_path}
 
 
 class TuneReportCallback(Callback):
@@ -76,8 +68,9 @@ class TuneReportCallback(Callback):
         self.on = on
         self.save_checkpoints = save_checkpoints
         # captured here, in the trial process: on Ray Train workers there is no Tune session to ask
-        self._in_trial = _trial is not None
-        self._restore_path = _trial["checkpoint_path"] if _trial is not None else None
+        trial = current_trial()
+        self._in_trial = trial is not None
+        self._restore_path = trial.checkpoint_path if trial is not None else None
         self._reports = 0
         self._configured: list[list[dict[str, Any]]] | None = None  # optimizer hyperparameters set by this fit
         self._restored_configured: list[list[dict[str, Any]]] | None = None  # those of the checkpoint's fit

@@ -19,7 +19,8 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from lightray.errors import MisconfigurationError
-from lightray.tune.callback import CHECKPOINT_FILE, _enter_trial
+from lightray.tune import trial as this_trial
+from lightray.tune.callback import CHECKPOINT_FILE
 
 if TYPE_CHECKING:
     from ray.tune import Result, ResultGrid, RunConfig, TuneConfig, Tuner
@@ -95,7 +96,7 @@ def trainable(
     def run_trial(config: dict[str, Any]) -> Any:
         # one line per Tune checkpoint ("Checkpoint successfully created") would bury the trial's own output
         logging.getLogger("ray.train").setLevel(logging.WARNING)
-        _enter_trial(_restore_path())
+        this_trial.enter(this_trial.Trial(_restore_path(), resources.num_workers, dict(resources.per_worker)))
         return train_fn(config)
 
     return ray.tune.with_resources(run_trial, {k.lower(): v for k, v in resources.trial.items()})

@@ -1,0 +1,87 @@
+"""The Ray Tune trial this process runs, if any: the checkpoint it resumes from and the workers Tune counted for it.
+
+``lightray.tune.trainable`` enters the trial before the user's function runs; the Trainer's ``fit`` then checks
+that it asks for the workers the trial was given (``match_workers``), so a trial never starts workers that Tune
+did not count and that could wait forever for resources.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import TYPE_CHECKING, Any
+
+from lightray.errors import MisconfigurationError
+
+if TYPE_CHECKING:
+    from lightray.trainer import Trainer
+
+
+@dataclasses.dataclass(frozen=True)
+class Trial:
+    checkpoint_path: str | None  # the Tune checkpoint to resume from (PBT exploit, restore), else None
+    num_workers: int = 0  # Ray Train workers per trial; 0: the trial trains in its own process
+    per_worker: dict[str, float] = dataclasses.field(default_factory=dict)
+
+
+_current: Trial | None = None
+
+
+def enter(trial: Trial) -> None:
+    """Mark this process as a lightray Tune trial (trial process)."""
+    global _current
+    _current = trial
+
+
+def current() -> Trial | None:
+    """The trial this process runs, or None outside lightray Tune trials."""
+    return _current
+
+
+def match_workers(trainer: Trainer) -> None:
+    """Before a fit in a Tune trial: give the Trainer the trial's per-worker resources when it names none, and
+    raise when it asks for other workers than the trial was given (trial process)."""
+    trial = _current
+    if trial is None:
+        return
+    options = trainer._ray_options
+    scaling = options["scaling_config"]
+    if scaling is not None:
+        workers, resources, use_gpu = scaling.num_workers, scaling.resources_per_worker, scaling.use_gpu
+    else:
+        workers, resources, use_gpu = options["num_workers"] or 0, options["resources_per_worker"], options["use_gpu"]
+    if scaling is None and trial.num_workers and workers == trial.num_workers and resources is None:
+        options["resources_per_worker"] = dict(trial.per_worker)  # what Tune counted, not an automatic share
+        return
+    asked = _filled(resources, use_gpu) if workers else {}
+    if workers == trial.num_workers and (not workers or _same(asked, trial.per_worker)):
+        return
+    given = (
+        f"{trial.num_workers} Ray Train workers x {trial.per_worker}"
+        if trial.num_workers
+        else "no Ray Train workers (it trains in its own process)"
+    )
+    if workers:
+        wants = f"{workers} worker{'s' if workers != 1 else ''}" + (f" x {asked}" if resources is not None else "")
+    else:
+        wants = "no workers (num_workers=0: it trains in the trial process)"
+    raise MisconfigurationError(
+        f"This Tune trial was given {given} (lightray.tune.tuner/trainable(num_workers=..., resources_per_worker="
+        f"...)), but its Trainer asks for {wants}. Tune counts the trial's workers when it places trials, so the "
+        "two must agree: pass the same num_workers and resources_per_worker to both (or leave the Trainer's "
+        "resources_per_worker unset to use the trial's)."
+    )
+
+
+def _filled(resources: dict[str, Any] | None, use_gpu: bool) -> dict[str, float]:
+    """One worker's resources with Ray Train's defaults, as ``lightray.tune.trial_resources`` fills them."""
+    filled = {key: float(value) for key, value in (resources or {}).items()}
+    filled.setdefault("CPU", 0.0 if use_gpu else 1.0)
+    if use_gpu:
+        filled.setdefault("GPU", 1.0)
+    return filled
+
+
+def _same(a: dict[str, float], b: dict[str, float]) -> bool:
+    keys = {k for k, v in a.items() if v} | {k for k, v in b.items() if v}
+    return all(math.isclose(a.get(k, 0.0), b.get(k, 0.0), abs_tol=1e-9) for k in keys)
