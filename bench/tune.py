@@ -10,6 +10,8 @@ validation epoch. Four contenders:
 - ``lightning``: in-process trials, a plain Tune function building a ``pytorch_lightning.Trainer`` with
   ``ray.tune.integration.pytorch_lightning.TuneReportCheckpointCallback`` under ``tune.with_resources``,
   ``reuse_actors=True``;
+- ``lightray-fresh``: the same, with ``reuse_actors=False`` (a new trial process per trial, as the Ray Train
+  trials below get);
 - ``lightray-1w``: the same lightray function with ``Trainer(num_workers=1)``, run by
   ``lightray.tune.tuner(..., num_workers=1, resources_per_worker={"CPU": 0.9})``: each trial (0.1 CPU) drives a
   Ray Train run of one worker (0.9 CPU);
@@ -28,7 +30,7 @@ Printed: wall time of each search, trials stopped early, per-trial medians (tria
 between reports), and the ratios lightray / Ray Train + PL (in-process and 1-worker lightray trials; target
 <= 0.8) and lightray / PL in-process. Figures: bench/RESULTS.md.
 
-    python bench/tune.py [--repeats 2] [--max-epochs 4] [--contenders lightray lightning lightray-1w raytrain]
+    python bench/tune.py [--repeats 2] [--max-epochs 4] [--contenders NAME ...]  (all five by default)
 """
 
 from __future__ import annotations
@@ -170,16 +172,20 @@ def tune_config(max_epochs: int, reuse_actors: bool = True):
     )
 
 
-def run_lightray(storage: str, max_epochs: int, num_workers: int = 0):
+def run_lightray(storage: str, max_epochs: int, num_workers: int = 0, reuse_actors: bool = True):
     import lightray.tune
 
     name = f"lightray-{num_workers}w"
     param_space = {"lr": _grid(), "max_epochs": max_epochs, "num_workers": num_workers}
     tuner = lightray.tune.tuner(lightray_trial, param_space=param_space,
-                                tune_config=tune_config(max_epochs, reuse_actors=num_workers == 0),
+                                tune_config=tune_config(max_epochs, reuse_actors=reuse_actors and not num_workers),
                                 run_config=_run_config(storage, name), num_workers=num_workers,
                                 resources_per_worker={"CPU": CPUS_PER_WORKER})  # fmt: skip
     return tuner.fit()
+
+
+def run_lightray_fresh(storage: str, max_epochs: int):
+    return run_lightray(storage, max_epochs, reuse_actors=False)
 
 
 def run_lightray_1w(storage: str, max_epochs: int):
@@ -207,6 +213,7 @@ def run_raytrain(storage: str, max_epochs: int):
 
 CONTENDERS = {
     "lightray": (run_lightray, "lightray in-process"),
+    "lightray-fresh": (run_lightray_fresh, "lightray in-process, a new process per trial"),
     "lightning": (run_lightning, "PL in-process + TuneReportCheckpointCallback"),
     "lightray-1w": (run_lightray_1w, "lightray, 1 Ray Train worker per trial"),
     "raytrain": (run_raytrain, "Ray Train + PL + Tune's TuneReportCallback"),
@@ -277,8 +284,8 @@ def main() -> None:
     for name in args.contenders:
         runs = ", ".join(f"{t:.1f}" for t in times[name])
         print(f"  {CONTENDERS[name][1]:48s} {median[name]:6.1f} s  ({runs}; stopped early: {stopped[name]})")
-    ratios = [("lightray", "raytrain", " (target <= 0.8)"), ("lightray-1w", "raytrain", " (target <= 0.8)"),
-              ("lightray", "lightning", "")]  # fmt: skip
+    ratios = [("lightray", "raytrain", " (target <= 0.8)"), ("lightray-fresh", "raytrain", " (target <= 0.8)"),
+              ("lightray-1w", "raytrain", " (target <= 0.8)"), ("lightray", "lightning", "")]  # fmt: skip
     for ours, base, target in ratios:
         if ours in median and base in median:
             print(f"{ours} / {base}: {median[ours] / median[base]:.2f}x{target}")
