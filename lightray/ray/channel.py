@@ -167,12 +167,24 @@ def driver_channel() -> Any:
     return _driver_channel
 
 
-def call_on_driver(key: int, fn: Callable[..., Any], *args: Any, poll: float = 0.05) -> None:
-    """On rank 0: have the driver run ``fn(*args)`` (once per ``key``, see ``call_once``) and wait until it has."""
+def call_on_driver(key: int, fn: Callable[..., Any], *args: Any, poll: float = 0.05, gone_wait: float = 30.0) -> None:
+    """On rank 0: have the driver run ``fn(*args)`` (once per ``key``, see ``call_once``) and wait until it has.
+
+    If the driver is gone meanwhile (Tune stopped the trial: its channel and Ray Train controller end with it),
+    Ray Train's clean-up removes this worker within seconds: wait for that quietly for ``gone_wait`` seconds
+    rather than print a traceback for every trial a scheduler stops, then fail with a clear message.
+    """
     channel = driver_channel()
     channel.call_once.remote(key, cloudpickle.dumps((fn, args)))
-    while ray.get(channel.calls_done.remote()) < key:
-        time.sleep(poll)
+    try:
+        while ray.get(channel.calls_done.remote()) < key:
+            time.sleep(poll)
+    except ray.exceptions.RayActorError:
+        time.sleep(gone_wait)
+        raise RuntimeError(
+            "The process that drives this Ray Train run (a Tune trial, or the script that called fit) is gone, "
+            "and Ray did not remove this worker: stopping."
+        ) from None
 
 
 def send_result(channel: Any, result: dict[str, Any]) -> None:
