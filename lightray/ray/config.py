@@ -86,10 +86,15 @@ def _checkpoint_config(trainer: Trainer) -> Any:
 
 def worker_resources(scaling: Any) -> dict[str, float]:
     """What one worker of ``scaling`` holds, with Ray Train's defaults filled in."""
-    per_worker = dict(scaling.resources_per_worker or {})
-    per_worker.setdefault("CPU", 0 if scaling.use_gpu else 1)
-    if scaling.use_gpu:
-        per_worker.setdefault("GPU", 1)
+    return filled_worker_resources(scaling.resources_per_worker, scaling.use_gpu)
+
+
+def filled_worker_resources(resources: dict[str, Any] | None, use_gpu: bool) -> dict[str, float]:
+    """One worker's ``resources_per_worker`` with Ray Train's defaults: 1 CPU, or 1 GPU and no CPU with use_gpu."""
+    per_worker = {key: float(value) for key, value in (resources or {}).items()}
+    per_worker.setdefault("CPU", 0.0 if use_gpu else 1.0)
+    if use_gpu:
+        per_worker.setdefault("GPU", 1.0)
     return per_worker
 
 

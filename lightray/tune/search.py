@@ -19,6 +19,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from lightray.errors import MisconfigurationError
+from lightray.ray.config import filled_worker_resources
 from lightray.tune import trial as this_trial
 from lightray.tune.callback import CHECKPOINT_FILE
 
@@ -64,11 +65,7 @@ def trial_resources(
         if gpus_per_trial:
             trial["GPU"] = float(gpus_per_trial)
         return TrialResources(trial)
-    per_worker = {k: float(v) for k, v in (resources_per_worker or {}).items()}
-    per_worker.setdefault("CPU", 0.0 if use_gpu else 1.0)
-    if use_gpu:
-        per_worker.setdefault("GPU", 1.0)
-    return TrialResources({"CPU": DRIVER_CPUS}, num_workers, per_worker)
+    return TrialResources({"CPU": DRIVER_CPUS}, num_workers, filled_worker_resources(resources_per_worker, use_gpu))
 
 
 def trainable(

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from lightray.errors import MisconfigurationError
+from lightray.ray.config import filled_worker_resources
 
 if TYPE_CHECKING:
     from lightray.trainer import Trainer
@@ -53,7 +54,7 @@ def match_workers(trainer: Trainer) -> None:
     if scaling is None and trial.num_workers and workers == trial.num_workers and resources is None:
         options["resources_per_worker"] = dict(trial.per_worker)  # what Tune counted, not an automatic share
         return
-    asked = _filled(resources, use_gpu) if workers else {}
+    asked = filled_worker_resources(resources, use_gpu) if workers else {}
     if workers == trial.num_workers and (not workers or _same(asked, trial.per_worker)):
         return
     given = (
@@ -71,15 +72,6 @@ def match_workers(trainer: Trainer) -> None:
         "two must agree: pass the same num_workers and resources_per_worker to both (or leave the Trainer's "
         "resources_per_worker unset to use the trial's)."
     )
-
-
-def _filled(resources: dict[str, Any] | None, use_gpu: bool) -> dict[str, float]:
-    """One worker's resources with Ray Train's defaults, as ``lightray.tune.trial_resources`` fills them."""
-    filled = {key: float(value) for key, value in (resources or {}).items()}
-    filled.setdefault("CPU", 0.0 if use_gpu else 1.0)
-    if use_gpu:
-        filled.setdefault("GPU", 1.0)
-    return filled
 
 
 def _same(a: dict[str, float], b: dict[str, float]) -> bool:
