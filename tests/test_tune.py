@@ -161,6 +161,7 @@ def test_a_trials_trainer_must_match_the_trials_workers_and_inherits_their_resou
     trial.match_workers(lightray.Trainer(num_workers=2, resources_per_worker={"CPU": 0.4}))  # the same: fine
     for other, wants in [({"num_workers": 1}, "1 worker. Tune"),
                          ({"num_workers": 2, "resources_per_worker": {"CPU": 1}}, "2 workers x {'CPU': 1.0}"),
+                         ({"num_workers": 2, "use_gpu": True}, "2 workers x {'CPU': 0.0, 'GPU': 1.0}"),  # no GPU
                          ({}, "no workers (num_workers=0")]:  # fmt: skip
         with pytest.raises(MisconfigurationError, match=r"was given 2 Ray Train workers x \{'CPU': 0.4\}") as info:
             trial.match_workers(lightray.Trainer(**other))

@@ -51,7 +51,8 @@ def match_workers(trainer: Trainer) -> None:
         workers, resources, use_gpu = scaling.num_workers, scaling.resources_per_worker, scaling.use_gpu
     else:
         workers, resources, use_gpu = options["num_workers"] or 0, options["resources_per_worker"], options["use_gpu"]
-    if scaling is None and trial.num_workers and workers == trial.num_workers and resources is None:
+    same_kind = use_gpu == (trial.per_worker.get("GPU", 0.0) > 0)
+    if scaling is None and resources is None and trial.num_workers and workers == trial.num_workers and same_kind:
         options["resources_per_worker"] = dict(trial.per_worker)  # what Tune counted, not an automatic share
         return
     asked = filled_worker_resources(resources, use_gpu) if workers else {}
@@ -63,7 +64,8 @@ def match_workers(trainer: Trainer) -> None:
         else "no Ray Train workers (it trains in its own process)"
     )
     if workers:
-        wants = f"{workers} worker{'s' if workers != 1 else ''}" + (f" x {asked}" if resources is not None else "")
+        shown = resources is not None or use_gpu  # an unset CPU share is chosen later: not shown
+        wants = f"{workers} worker{'s' if workers != 1 else ''}" + (f" x {asked}" if shown else "")
     else:
         wants = "no workers (num_workers=0: it trains in the trial process)"
     raise MisconfigurationError(
