@@ -154,7 +154,7 @@ def test_a_trainer_asking_for_other_workers_than_the_trial_fails_the_trial_at_on
 def test_a_trials_trainer_must_match_the_trials_workers_and_inherits_their_resources(monkeypatch):
     from lightray.tune import trial
 
-    monkeypatch.setattr(trial, "_current", trial.Trial(None, num_workers=2, per_worker={"CPU": 0.4}))
+    monkeypatch.setattr(trial, "_current", trial.Trial(None, lightray.tune.trial_resources(2, {"CPU": 0.4})))
     inherits = lightray.Trainer(num_workers=2)  # no resources_per_worker: the trial's, not an automatic share
     trial.match_workers(inherits)
     assert inherits._ray_options["resources_per_worker"] == {"CPU": 0.4}

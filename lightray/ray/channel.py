@@ -141,16 +141,16 @@ class ProgressRelay:
 
     def _run_events(self, events: list[tuple]) -> None:
         for event in events:
-            kind, target, *rest = event
-            if kind == "call":
-                key, call = target, rest[0]
+            if event[0] == "call":
+                _, key, call = event
                 try:
                     fn, args = pickle.loads(call)
                     fn(*args)
                 finally:  # also when Tune ends the trial inside the call: rank 0 stops waiting
                     self.channel.call_done.remote(key)
             else:
-                getattr(self.renderer, kind)(target, *rest)
+                kind, stage, *args = event
+                getattr(self.renderer, kind)(stage, *args)
 
 
 _driver_channel: Any = None  # this worker's channel to the driver; set by the Ray Train worker function

@@ -22,6 +22,7 @@ from lightray.errors import MisconfigurationError
 from lightray.ray.config import filled_worker_resources
 from lightray.tune import trial as this_trial
 from lightray.tune.callback import CHECKPOINT_FILE
+from lightray.tune.trial import TrialResources
 
 if TYPE_CHECKING:
     from ray.tune import Result, ResultGrid, RunConfig, TuneConfig, Tuner
@@ -29,23 +30,6 @@ if TYPE_CHECKING:
     from lightray.module import LightningModule
 
 DRIVER_CPUS = 0.1  # the CPU share of a trial that only drives a Ray Train run
-
-
-@dataclasses.dataclass(frozen=True)
-class TrialResources:
-    """What one trial holds: its own bundle, plus the Ray Train workers it starts (none for in-process trials).
-
-    Ray Train reserves its workers in a placement group of its own, so the trial's Tune bundle holds only
-    the driver share; the workers still count when deciding how many trials fit at once.
-    """
-
-    trial: dict[str, float]
-    num_workers: int = 0
-    per_worker: dict[str, float] = dataclasses.field(default_factory=dict)
-
-    def total(self) -> dict[str, float]:
-        keys = set(self.trial) | set(self.per_worker)
-        return {k: self.trial.get(k, 0.0) + self.num_workers * self.per_worker.get(k, 0.0) for k in keys}
 
 
 def trial_resources(
@@ -93,7 +77,7 @@ def trainable(
     def run_trial(config: dict[str, Any]) -> Any:
         # one line per Tune checkpoint ("Checkpoint successfully created") would bury the trial's own output
         logging.getLogger("ray.train").setLevel(logging.WARNING)
-        this_trial.enter(this_trial.Trial(_restore_path(), resources.num_workers, dict(resources.per_worker)))
+        this_trial.enter(this_trial.Trial(_restore_path(), resources))
         return train_fn(config)
 
     return ray.tune.with_resources(run_trial, {k.lower(): v for k, v in resources.trial.items()})

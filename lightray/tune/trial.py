@@ -1,4 +1,4 @@
-"""The Ray Tune trial this process runs, if any: the checkpoint it resumes from and the workers Tune counted for it.
+"""A Ray Tune trial's resources, and the trial this process runs, if any: its checkpoint and the workers Tune counted.
 
 ``lightray.tune.trainable`` enters the trial before the user's function runs; the Trainer's ``fit`` then checks
 that it asks for the workers the trial was given (``match_workers``), so a trial never starts workers that Tune
@@ -19,10 +19,26 @@ if TYPE_CHECKING:
 
 
 @dataclasses.dataclass(frozen=True)
+class TrialResources:
+    """What one trial holds: its own bundle, plus the Ray Train workers it starts (none for in-process trials).
+
+    Ray Train reserves its workers in a placement group of its own, so the trial's Tune bundle holds only
+    the driver share; the workers still count when deciding how many trials fit at once.
+    """
+
+    trial: dict[str, float]
+    num_workers: int = 0
+    per_worker: dict[str, float] = dataclasses.field(default_factory=dict)
+
+    def total(self) -> dict[str, float]:
+        keys = set(self.trial) | set(self.per_worker)
+        return {k: self.trial.get(k, 0.0) + self.num_workers * self.per_worker.get(k, 0.0) for k in keys}
+
+
+@dataclasses.dataclass(frozen=True)
 class Trial:
     checkpoint_path: str | None  # the Tune checkpoint to resume from (PBT exploit, restore), else None
-    num_workers: int = 0  # Ray Train workers per trial; 0: the trial trains in its own process
-    per_worker: dict[str, float] = dataclasses.field(default_factory=dict)
+    resources: TrialResources  # what Tune counted for it; num_workers=0: it trains in its own process
 
 
 _current: Trial | None = None
@@ -42,9 +58,9 @@ def current() -> Trial | None:
 def match_workers(trainer: Trainer) -> None:
     """Before a fit in a Tune trial: give the Trainer the trial's per-worker resources when it names none, and
     raise when it asks for other workers than the trial was given (trial process)."""
-    trial = _current
-    if trial is None:
+    if _current is None:
         return
+    trial = _current.resources
     options = trainer._ray_options
     scaling = options["scaling_config"]
     if scaling is not None:
