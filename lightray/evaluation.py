@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from lightray import data
-from lightray.logging import MetricStore, to_floats
+from lightray.metrics import MetricStore, to_floats
 
 if TYPE_CHECKING:
     from lightray.loop import Loop

@@ -17,7 +17,7 @@ from torch.optim import Optimizer
 
 from lightray import data, evaluation
 from lightray.errors import MisconfigurationError
-from lightray.logging import MetricStore, to_floats
+from lightray.metrics import MetricStore, to_floats
 from lightray.optimization import LightningOptimizer, LRSchedulerConfig, parse_optimizers
 from lightray.seed import restore_rng_states
 

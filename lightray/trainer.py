@@ -413,7 +413,7 @@ class Trainer:
         return bool(self._ray_options["num_workers"]) or self._ray_options["scaling_config"] is not None
 
     def _launch_on_ray(self, stage: str, stage_kwargs: dict[str, Any] | None = None) -> Any:
-        from lightray.ray.train import launch
+        from lightray.ray_backend.train import launch
 
         return launch(self, stage, stage_kwargs)
 

@@ -139,7 +139,7 @@ def test_validate_and_predict_on_workers(tmp_path):
 
 
 def test_unregistered_checkpoints_are_set_aside(tmp_path):
-    from lightray.ray.train import _set_aside_unregistered
+    from lightray.ray_backend.train import _set_aside_unregistered
 
     for step in (4, 8):
         folder = tmp_path / f"epoch=0-step={step}.ckpt"

@@ -74,12 +74,12 @@ def run(argv: list[str]) -> Any:
     """
     from jsonargparse import ArgumentError
 
-    from lightray.cli import search
+    from lightray.cli import tune_command
 
     print_config = any(arg in ("--print-config", "--print_config") for arg in argv)
     argv = [arg for arg in argv if arg not in ("--print-config", "--print_config")]
     _check_config_files(argv)
-    argv, search_space = search.pop_search_space(argv) if argv[:1] == ["tune"] else (argv, {})
+    argv, search_space = tune_command.pop_search_space(argv) if argv[:1] == ["tune"] else (argv, {})
     parser, stage_parsers = build_parser()
     try:
         config = parser.parse_args(argv)
@@ -94,12 +94,12 @@ def run(argv: list[str]) -> Any:
         stage_config.seed_everything = seed = random.randint(0, 2**32 - 1)
     text = stage_parsers[stage].dump(stage_config, skip_unset=False)
     if stage == "tune":
-        text = search.check_search(text, search_space)
+        text = tune_command.check_search(text, search_space)
     if print_config:
         print(text, end="")
         return None
     if stage == "tune":
-        return search.tune(text)
+        return tune_command.tune(text)
     if seed is not False:
         from lightray.seed import seed_everything
 
@@ -124,7 +124,7 @@ def build_parser() -> tuple[ArgumentParser, dict[str, ArgumentParser]]:
     """The ``lightray`` parser and one sub-parser per stage. Driver."""
     from jsonargparse import ActionConfigFile, ArgumentParser
 
-    from lightray.cli import search
+    from lightray.cli import tune_command
     from lightray.loggers.logger import Logger
     from lightray.trainer import Trainer
 
@@ -152,7 +152,7 @@ def build_parser() -> tuple[ArgumentParser, dict[str, ArgumentParser]]:
             LightningDataModule, "data", required=False, help="the LightningDataModule's class path"
         )
         if stage == "tune":
-            search.add_search_arguments(sub)
+            tune_command.add_search_arguments(sub)
         else:  # a search's trials start from scratch, or from the checkpoints Tune gives them (PBT, restore)
             sub.add_argument("--ckpt_path", type=str | None, default=None, help='"last", "best" or a checkpoint path')
         subcommands.add_subcommand(

@@ -105,7 +105,7 @@ class RayDDPStrategy(Strategy):
         if isinstance(loader, data.RayDataLoader):
             import ray
 
-            from lightray.ray.config import check_room_for_ray_data
+            from lightray.ray_backend.config import check_room_for_ray_data
 
             own = ray.get_runtime_context().get_assigned_resources().get("CPU", 0.0)
             check_room_for_ray_data(ray.cluster_resources().get("CPU", 0.0), self._world_size, own)

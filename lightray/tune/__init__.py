@@ -5,7 +5,7 @@ Ray is imported only when these are used.
 """
 
 from lightray.tune.callback import TuneReportCallback
-from lightray.tune.search import (
+from lightray.tune.tuner import (
     TrialResources,
     bound_concurrency,
     check_trial_fits,

@@ -145,7 +145,7 @@ class TuneReportCallback(Callback):
             self._reports += 1
         if not trainer.is_global_zero:
             return
-        from lightray.ray.channel import call_on_driver, driver_channel
+        from lightray.ray_backend.channel import call_on_driver, driver_channel
 
         if driver_channel() is None:  # the trial trains in this process
             report_to_tune(metrics, checkpoint)

@@ -12,7 +12,7 @@ import math
 from typing import TYPE_CHECKING
 
 from lightray.errors import MisconfigurationError
-from lightray.ray.config import filled_worker_resources
+from lightray.ray_backend.config import filled_worker_resources
 
 if TYPE_CHECKING:
     from lightray.trainer import Trainer

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from lightray.errors import MisconfigurationError
-from lightray.ray.config import filled_worker_resources
+from lightray.ray_backend.config import filled_worker_resources
 from lightray.tune import trial as this_trial
 from lightray.tune.callback import CHECKPOINT_FILE
 from lightray.tune.trial import TrialResources

@@ -54,8 +54,8 @@ def launch(trainer: Trainer, stage: str, stage_kwargs: dict[str, Any] | None = N
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     from lightray.callbacks.progress import ProgressBar, default_renderer
-    from lightray.ray.channel import ChannelRenderer, DriverChannel, ProgressRelay, receive_result
-    from lightray.ray.config import check_fits, check_room_for_ray_data, ray_configs, worker_resources
+    from lightray.ray_backend.channel import ChannelRenderer, DriverChannel, ProgressRelay, receive_result
+    from lightray.ray_backend.config import check_fits, check_room_for_ray_data, ray_configs, worker_resources
 
     _quiet_ray_defaults()
     if not ray.is_initialized():
@@ -237,8 +237,8 @@ def train_fn(config: dict[str, Any]) -> None:
     if trainer.world_size != payload.full_world_size:  # an elastic run started with fewer workers
         trainer._loop._adapt_to_world_size(payload.full_world_size, trainer.accumulate_grad_batches)
     if rank0:
-        from lightray.ray.channel import set_driver_channel
-        from lightray.ray.history import HistoryLogger
+        from lightray.ray_backend.channel import set_driver_channel
+        from lightray.ray_backend.history import HistoryLogger
 
         trainer.loggers.append(HistoryLogger(payload.channel))
         set_driver_channel(payload.channel)  # for callbacks that have the driver run something (Tune reports)
@@ -261,7 +261,7 @@ def train_fn(config: dict[str, Any]) -> None:
             _set_aside_unregistered(payload.run_dir, -1)
         output = run(module, ckpt_path=ckpt_path, **stage_args)
     if rank0:
-        from lightray.ray.channel import send_result
+        from lightray.ray_backend.channel import send_result
 
         send_result(payload.channel, _final_payload(trainer, output))
 
