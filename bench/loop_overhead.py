@@ -1,84 +1,112 @@
-"""Loop overhead: a hand-written PyTorch loop vs lightray vs pytorch-lightning on the same MLP.
+"""Loop overhead: a hand-written PyTorch loop vs lightray vs pytorch-lightning on the same MLP, in CPU time per step.
 
-MLP 64-256-256-10, batch 64, 32,768 random samples, Adam, one thread, a loss logged every step.
-Runs are interleaved (plain, lightray, lightning) and repeated; medians are reported, with ratios
-against the plain loop measured in the same run. Also compares ``import lightray`` with
-``import pytorch_lightning``.
+MLP 64-256-256-10, batch 64, 32,768 random samples (512 steps an epoch), Adam, one torch thread, a loss logged
+every step; CSV logger on, progress bar / checkpointing / model summary off for both frameworks.
 
-    python bench/loop_overhead.py [--repeats 5] [--epochs 2]
+Each measurement is a fresh subprocess that trains ``WARMUP`` steps, then counts the process CPU time
+(``time.process_time``: every thread of the process, not the machine's other load) from the start of step
+``WARMUP`` to the start of step ``WARMUP + steps``. Round i runs every contender once, in an order rotated by i;
+the best of the rounds is each contender's figure. The same subprocess also times importing its framework.
+
+``--compare-with PATH`` adds "lightray@before": lightray from another source tree (e.g. a ``git worktree`` of an
+older commit), first on the subprocess's ``sys.path`` through PYTHONPATH, measured in the same rounds.
+
+    python bench/loop_overhead.py [--rounds 7] [--steps 1000] [--compare-with /tmp/lightray-before]
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
+import json
+import os
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-
-import torch
-from torch import nn
-from torch.utils.data import DataLoader, TensorDataset
+from pathlib import Path
+from typing import Any
 
 N, BATCH, IN, OUT = 32768, 64, 64, 10
+WARMUP = 100
+REPO = Path(__file__).resolve().parent.parent
+FRAMEWORKS = {"plain": "torch", "lightray": "lightray", "lightning": "pytorch_lightning"}
 
 
-def make_net() -> nn.Module:
+class Clock:
+    """Process CPU seconds from the start of step ``warmup`` to the start of step ``warmup + steps``."""
+
+    def __init__(self, steps: int) -> None:
+        self.steps, self.start = steps, 0.0
+        self.cpu: float | None = None
+
+    def tick(self, step: int) -> None:
+        if step == WARMUP:
+            self.start = time.process_time()
+        elif step == WARMUP + self.steps:
+            self.cpu = time.process_time() - self.start
+
+
+def make_net() -> Any:
+    from torch import nn
+
     return nn.Sequential(nn.Linear(IN, 256), nn.ReLU(), nn.Linear(256, 256), nn.ReLU(), nn.Linear(256, OUT))
 
 
-def make_loader() -> DataLoader:
+def make_loader() -> Any:
+    import torch
+    from torch.utils.data import DataLoader, TensorDataset
+
     g = torch.Generator().manual_seed(0)
     x, y = torch.randn(N, IN, generator=g), torch.randint(0, OUT, (N,), generator=g)
     return DataLoader(TensorDataset(x, y), batch_size=BATCH, shuffle=True, generator=g)
 
 
-def plain(epochs: int) -> float:
-    torch.manual_seed(0)
+def plain(clock: Clock) -> None:
+    import torch
+
     net, loader = make_net(), make_loader()
     opt = torch.optim.Adam(net.parameters(), lr=1e-3)
-    losses = []
-    steps, start = 0, time.perf_counter()
-    for _ in range(epochs):
+    losses, step = [], 0
+    while True:
         for x, y in loader:
+            clock.tick(step)
+            if step == WARMUP + clock.steps:
+                return
             opt.zero_grad()
-            loss = nn.functional.cross_entropy(net(x), y)
+            loss = torch.nn.functional.cross_entropy(net(x), y)
             loss.backward()
             opt.step()
             losses.append(loss.detach())  # what a logger keeps
-            steps += 1
-    return steps / (time.perf_counter() - start)
+            step += 1
 
 
-def framework(pl: object, epochs: int) -> float:
-    class Timer(pl.Callback):  # type: ignore[name-defined, misc]
-        def on_train_start(self, trainer, pl_module):  # type: ignore[no-untyped-def]
-            self.start = time.perf_counter()
+def framework(pl: Any, clock: Clock) -> None:
+    import torch
 
-        def on_train_end(self, trainer, pl_module):  # type: ignore[no-untyped-def]
-            self.rate = trainer.global_step / (time.perf_counter() - self.start)
+    class Tick(pl.Callback):
+        def on_train_batch_start(self, trainer: Any, pl_module: Any, batch: Any, batch_idx: int) -> None:
+            clock.tick(trainer.global_step)
 
-    class MLP(pl.LightningModule):  # type: ignore[name-defined, misc]
+    class MLP(pl.LightningModule):
         def __init__(self) -> None:
             super().__init__()
             self.net = make_net()
 
-        def training_step(self, batch, batch_idx):  # type: ignore[no-untyped-def]
+        def training_step(self, batch: Any, batch_idx: int) -> Any:
             x, y = batch
-            loss = nn.functional.cross_entropy(self.net(x), y)
+            loss = torch.nn.functional.cross_entropy(self.net(x), y)
             self.log("loss", loss)
             return loss
 
-        def configure_optimizers(self):  # type: ignore[no-untyped-def]
+        def configure_optimizers(self) -> Any:
             return torch.optim.Adam(self.parameters(), lr=1e-3)
 
-    torch.manual_seed(0)
-    timer = Timer()
     with tempfile.TemporaryDirectory() as root:
-        trainer = pl.Trainer(  # type: ignore[attr-defined]
-            max_epochs=epochs,
-            callbacks=[timer],
+        trainer = pl.Trainer(
+            max_steps=WARMUP + clock.steps + 1,
+            callbacks=[Tick()],
             default_root_dir=root,
             enable_progress_bar=False,
             enable_checkpointing=False,
@@ -87,65 +115,91 @@ def framework(pl: object, epochs: int) -> float:
             devices=1,
         )
         trainer.fit(MLP(), make_loader())
-    return timer.rate
 
 
-def import_time(module: str, repeats: int = 5) -> float:
-    times = []
-    for _ in range(repeats):
-        out = subprocess.run(
-            [
-                sys.executable,
-                "-c",
-                f"import time; t = time.perf_counter(); import {module}; print(time.perf_counter() - t)",
-            ],
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-        times.append(float(out.stdout.strip().splitlines()[-1]))
-    return statistics.median(times)
+def worker(kind: str, steps: int, source: str | None) -> None:
+    """One measurement, in this (fresh) process: prints a JSON line."""
+    start = time.process_time()
+    module = importlib.import_module(FRAMEWORKS[kind])
+    import_cpu = time.process_time() - start
+    if source is not None and not Path(str(module.__file__)).resolve().is_relative_to(Path(source).resolve()):
+        sys.exit(f"{kind} was imported from {module.__file__}, not from {source}: check PYTHONPATH / the path given")
+    import logging
+
+    import torch
+
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    for name in ("pytorch_lightning", "lightning_fabric"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    clock = Clock(steps)
+    if kind == "plain":
+        plain(clock)
+    else:
+        framework(module, clock)
+    if clock.cpu is None:
+        sys.exit(f"{kind}: the clock never stopped (fewer than {WARMUP + steps} steps ran)")
+    print(json.dumps({"us": clock.cpu / steps * 1e6, "import_s": import_cpu, "file": module.__file__}))
+
+
+def measure(kind: str, steps: int, source: Path | None) -> dict[str, Any]:
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    if kind == "lightray@before":
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(source), os.environ.get("PYTHONPATH")]))
+    args = ["--worker", kind.partition("@")[0], "--steps", str(steps)] + (["--source", str(source)] if source else [])
+    out = subprocess.run([sys.executable, __file__, *args], env=env, capture_output=True, text=True)
+    if out.returncode:
+        sys.exit(f"measuring {kind} failed (exit {out.returncode}):\n{out.stderr[-4000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--epochs", type=int, default=2)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--steps", type=int, default=1000, help=f"timed steps per run (after {WARMUP} warm-up ones)")
+    parser.add_argument("--compare-with", type=Path, help="another lightray source tree, measured as lightray@before")
+    parser.add_argument("--worker", choices=FRAMEWORKS, help=argparse.SUPPRESS)
+    parser.add_argument("--source", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    torch.set_num_threads(1)
+    if args.worker:
+        return worker(args.worker, args.steps, args.source)
 
-    import logging
+    sources: dict[str, Path | None] = {"plain": None, "lightray": REPO, "lightning": None}
+    if args.compare_with:
+        if not (args.compare_with / "lightray" / "__init__.py").exists():
+            sys.exit(f"--compare-with {args.compare_with}: no lightray/__init__.py there")
+        sources["lightray@before"] = args.compare_with.resolve()
+    names = list(sources)
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
+    for r in range(args.rounds):
+        for name in names[r % len(names) :] + names[: r % len(names)]:
+            runs[name].append(measure(name, args.steps, sources[name]))
+        print(f"round {r + 1}: " + ", ".join(f"{n} {v[-1]['us']:.0f}" for n, v in runs.items()) + " CPU-us/step")
 
-    import pytorch_lightning
-
-    import lightray
-
-    logging.getLogger("pytorch_lightning").setLevel(logging.ERROR)
-    rates: dict[str, list[float]] = {"plain": [], "lightray": [], "lightning": []}
-    for r in range(args.repeats):
-        rates["plain"].append(plain(args.epochs))
-        rates["lightray"].append(framework(lightray, args.epochs))
-        rates["lightning"].append(framework(pytorch_lightning, args.epochs))
-        print(f"round {r + 1}: " + ", ".join(f"{k} {v[-1]:.0f} steps/s" for k, v in rates.items()), flush=True)
-    med = {k: statistics.median(v) for k, v in rates.items()}
-    best = {k: max(v) for k, v in rates.items()}
-    # Ratios within a round share the machine's momentary load; their median is the robust figure.
-    vs_plain = statistics.median(o / p for o, p in zip(rates["lightray"], rates["plain"]))
-    vs_pl = statistics.median(o / p for o, p in zip(rates["lightray"], rates["lightning"]))
-    pl_plain = statistics.median(o / p for o, p in zip(rates["lightning"], rates["plain"]))
-    print(f"\nsteps/s over {args.repeats} rounds ({args.epochs} epochs of {N // BATCH} steps): median / best")
-    for name in rates:
-        print(f"  {name:10s} {med[name]:7.1f} / {best[name]:7.1f}")
-    print("median of per-round ratios (best-vs-best in brackets):")
-    print(f"  lightray / plain loop : {vs_plain:.3f}x [{best['lightray'] / best['plain']:.3f}x]  (target >= 0.97)")
-    print(f"  lightray / lightning  : {vs_pl:.3f}x [{best['lightray'] / best['lightning']:.3f}x]  (target >= 1.3)")
-    print(f"  lightning / plain loop: {pl_plain:.3f}x [{best['lightning'] / best['plain']:.3f}x]")
-
-    ours, theirs = import_time("lightray"), import_time("pytorch_lightning")
+    best = {name: min(run["us"] for run in v) for name, v in runs.items()}
+    print(f"\n{args.rounds} rounds of {args.steps} steps, process CPU time, one torch thread")
+    header = ("contender", "best us/step", "median", "overhead us", "plain/it", "import s")
+    print("{:16s} {:>12s} {:>8s} {:>11s} {:>8s} {:>8s}".format(*header))
+    for name, v in runs.items():
+        median = statistics.median(run["us"] for run in v)
+        imports = min(run["import_s"] for run in v)
+        print(
+            f"{name:16s} {best[name]:12.1f} {median:8.1f} {best[name] - best['plain']:+11.1f}"
+            f" {best['plain'] / best[name]:7.3f}x {imports:8.2f}"
+        )
+    for name in ("lightray", "lightray@before"):
+        if name in runs:
+            print(f"  {name} from {runs[name][0]['file']}")
     print(
-        f"\nimport lightray {ours:.2f} s, import pytorch_lightning {theirs:.2f} s: "
-        f"{ours / theirs:.2f}x  (target <= 0.5)"
+        f"\nlightray overhead per step: {best['lightray'] - best['plain']:+.1f} CPU-us "
+        f"(plain / lightray = {best['plain'] / best['lightray']:.3f}x, best vs best)"
     )
+    if "lightray@before" in best:
+        print(
+            f"lightray@before overhead per step: {best['lightray@before'] - best['plain']:+.1f} CPU-us "
+            f"(plain / lightray@before = {best['plain'] / best['lightray@before']:.3f}x); "
+            f"lightray - lightray@before: {best['lightray'] - best['lightray@before']:+.1f} CPU-us per step"
+        )
 
 
 if __name__ == "__main__":

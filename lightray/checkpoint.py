@@ -12,7 +12,7 @@ import warnings
 import zipfile
 from argparse import Namespace
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import torch
 
@@ -21,6 +21,7 @@ from lightray.errors import MisconfigurationError
 from lightray.seed import collect_rng_states
 
 if TYPE_CHECKING:
+    from lightray.loops.fit_loop import FitLoop
     from lightray.module import LightningModule
     from lightray.trainer import Trainer
 
@@ -39,7 +40,7 @@ def dump_checkpoint(trainer: Trainer, weights_only: bool = False) -> dict[str, A
     """The checkpoint dict of the trainer's current state (called on each rank; rank 0 writes it)."""
     from lightray import __version__
 
-    module, loop = trainer.lightning_module, trainer._loop
+    module, loop = trainer.lightning_module, trainer.fit_loop
     checkpoint: dict[str, Any] = {
         "epoch": loop.state.epoch,
         "global_step": loop.state.global_step,
@@ -60,7 +61,7 @@ def dump_checkpoint(trainer: Trainer, weights_only: bool = False) -> dict[str, A
         if precision_state:
             checkpoint["MixedPrecision"] = precision_state
     if module.hparams:
-        checkpoint["hparams_name"] = getattr(module, "_hparams_name", "kwargs")
+        checkpoint["hparams_name"] = "kwargs"  # saved as keyword arguments of __init__
         checkpoint["hyper_parameters"] = safe_hparams(module.hparams, type(module).__name__)
     datamodule = trainer.datamodule
     if datamodule is not None:
@@ -73,7 +74,7 @@ def dump_checkpoint(trainer: Trainer, weights_only: bool = False) -> dict[str, A
     if not weights_only:
         for callback in trainer.callbacks:
             callback.on_save_checkpoint(trainer, module, checkpoint)
-    loop.call_module("on_save_checkpoint", checkpoint)
+    trainer.hooks.call_module("on_save_checkpoint", checkpoint)
     return checkpoint
 
 
@@ -253,10 +254,33 @@ def resolve_ckpt_path(trainer: Trainer, ckpt_path: str) -> str | None:
     return os.fspath(ckpt_path)
 
 
-def restore_modules_and_callbacks(trainer: Trainer, checkpoint: dict[str, Any], path: str) -> None:
+class LoadedCheckpoint(NamedTuple):
+    checkpoint: dict[str, Any]
+    path: str
+
+
+def load_for_fit(trainer: Trainer) -> LoadedCheckpoint | None:
+    """The checkpoint ``fit(ckpt_path=...)`` resumes from, loaded; None to start fresh."""
+    path = resolve_ckpt_path(trainer, trainer.ckpt_path) if trainer.ckpt_path is not None else None
+    if path is None:
+        return None
+    return LoadedCheckpoint(load_checkpoint_file(path, map_location="cpu"), path)
+
+
+def restore_weights_for_evaluation(trainer: Trainer) -> None:
+    """Load the weights of ``validate``/``test``/``predict(ckpt_path=...)``, if one was given."""
+    path = resolve_ckpt_path(trainer, trainer.ckpt_path) if trainer.ckpt_path is not None else None
+    if path is not None:
+        loaded = load_checkpoint_file(path, map_location="cpu")
+        trainer.hooks.call_module("on_load_checkpoint", loaded)
+        load_state_into_module(trainer.lightning_module, loaded, path, strict=True)
+
+
+def restore_modules_and_callbacks(trainer: Trainer, loaded: LoadedCheckpoint) -> None:
     """Weights, datamodule and callback state (before the optimizers exist), in Lightning's order."""
-    module, loop = trainer.lightning_module, trainer._loop
-    loop.call_module("on_load_checkpoint", checkpoint)
+    checkpoint, path = loaded
+    module = trainer.lightning_module
+    trainer.hooks.call_module("on_load_checkpoint", checkpoint)
     load_state_into_module(module, checkpoint, path, strict=True)
     datamodule = trainer.datamodule
     if datamodule is not None and type(datamodule).__qualname__ in checkpoint:
@@ -269,8 +293,9 @@ def restore_modules_and_callbacks(trainer: Trainer, checkpoint: dict[str, Any], 
             callback.load_state_dict(states[callback.state_key])
 
 
-def restore_training_state(trainer: Trainer, checkpoint: dict[str, Any], path: str) -> None:
-    """Optimizers, schedulers, precision, loop position, metrics and RNG (after the optimizers exist)."""
+def restore_training_state(trainer: Trainer, loop: FitLoop, loaded: LoadedCheckpoint) -> None:
+    """Optimizers, schedulers, precision, metrics, RNG and ``loop``'s position (after the optimizers exist)."""
+    checkpoint, path = loaded
     if "optimizer_states" not in checkpoint:
         raise CheckpointError(
             f"{path!r} holds weights only (saved with `weights_only=True`); it can start a new fit through "
@@ -288,4 +313,4 @@ def restore_training_state(trainer: Trainer, checkpoint: dict[str, Any], path: s
         config.scheduler.load_state_dict(state)
     trainer.precision_plugin.load_state_dict(checkpoint.get("MixedPrecision", {}))
     trainer.callback_metrics.update(checkpoint.get("callback_metrics", {}))
-    trainer._loop.load_state_dict(checkpoint["loops"]["fit_loop"], checkpoint.get("rng_states"))
+    loop.load_state_dict(checkpoint["loops"]["fit_loop"], checkpoint.get("rng_states"))

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from lightray.hooks import DataHooks
-from lightray.utilities import AttributeDict
+from lightray.utilities import AttributeDict, collect_init_args
 
 
 class LightningDataModule(DataHooks):
@@ -29,10 +29,8 @@ class LightningDataModule(DataHooks):
         """Save ``__init__`` arguments to ``self.hparams`` (they go into checkpoints)."""
         import inspect
 
-        from lightray.module import _collect_init_args
-
         frame = inspect.currentframe()
-        values = _collect_init_args(frame.f_back if frame else None, self)
+        values = collect_init_args(frame.f_back if frame else None, self)
         ignored = {ignore} if isinstance(ignore, str) else set(ignore or ())
         names = args or tuple(values)
         self._hparams.update({k: values[k] for k in names if k in values and k not in ignored})

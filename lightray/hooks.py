@@ -234,17 +234,7 @@ def check_removed_hooks(obj: object, removed: dict[str, str], what: str) -> None
         )
 
 
-# Module hooks whose default does nothing: the loop skips calling them unless a module overrides them.
-NOOP_HOOKS = {
-    name: getattr(ModelHooks, name, None) or getattr(DataHooks, name, None) or getattr(CheckpointHooks, name)
-    for name in [
-        "on_fit_start", "on_fit_end", "on_train_start", "on_train_end", "on_validation_start",
-        "on_validation_end", "on_test_start", "on_test_end", "on_predict_start", "on_predict_end",
-        "on_train_batch_start", "on_train_batch_end", "on_validation_batch_start", "on_validation_batch_end",
-        "on_test_batch_start", "on_test_batch_end", "on_predict_batch_start", "on_predict_batch_end",
-        "on_train_epoch_start", "on_train_epoch_end", "on_validation_epoch_start", "on_validation_epoch_end",
-        "on_test_epoch_start", "on_test_epoch_end", "on_predict_epoch_start", "on_predict_epoch_end",
-        "on_before_zero_grad", "on_before_backward", "on_after_backward", "on_before_optimizer_step",
-        "configure_model", "prepare_data", "setup", "teardown", "on_save_checkpoint", "on_load_checkpoint",
-    ]
-}  # fmt: skip
+def is_overridden(obj: object, name: str, base: type) -> bool:
+    """Whether ``obj``'s class overrides hook ``name`` of ``base`` (LightningModule, LightningDataModule,
+    Callback): the one rule for skipping default hooks and finding data sources."""
+    return getattr(type(obj), name, None) is not getattr(base, name, None)

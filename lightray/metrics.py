@@ -195,35 +195,17 @@ class MetricStore:
     # ------------------------------------------------------------------ reading values
     def step_metrics(self) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         """(callback, logger, progress bar) metrics of the values logged with on_step since the last reset."""
-        callback, logged, pbar = {}, {}, {}
-        for entry in self.entries.values():
-            if not entry.on_step or entry.step_value is None:
-                continue
-            value = entry.step_value
-            key = f"{entry.name}_step" if entry.on_epoch else entry.name
-            callback[entry.name] = value
-            callback[key] = value
-            if entry.logger:
-                logged[key] = value
-            if entry.prog_bar:
-                pbar[key] = value
-        return callback, logged, pbar
+        stepped = [e for e in self.entries.values() if e.on_step and e.step_value is not None]
+        return _split(stepped, lambda e: e.step_value, lambda e: f"{e.name}_step" if e.on_epoch else e.name)
 
     def epoch_metrics(self) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         """(callback, logger, progress bar) metrics of the epoch reductions."""
-        callback, logged, pbar = {}, {}, {}
-        for entry in self.entries.values():
-            if not entry.on_epoch or not entry.seen or (entry.total is None and entry.metric is None):
-                continue
-            value = entry.epoch_value(self.strategy)
-            key = f"{entry.name}_epoch" if entry.on_step else entry.name
-            callback[entry.name] = value
-            callback[key] = value
-            if entry.logger:
-                logged[key] = value
-            if entry.prog_bar:
-                pbar[key] = value
-        return callback, logged, pbar
+        reduced = [
+            e for e in self.entries.values() if e.on_epoch and e.seen and (e.total is not None or e.metric is not None)
+        ]
+        return _split(
+            reduced, lambda e: e.epoch_value(self.strategy), lambda e: f"{e.name}_epoch" if e.on_step else e.name
+        )
 
     def clear_step_values(self) -> None:
         for entry in self.entries.values():
@@ -237,6 +219,23 @@ class MetricStore:
         self.entries.clear()
 
 
-def to_floats(metrics: dict[str, Any], transform: Callable[[Any], Any] | None = None) -> dict[str, float]:
+def _split(
+    entries: list[_Entry], value_of: Callable[[_Entry], Any], key_of: Callable[[_Entry], str]
+) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """Each entry's value under its plain name and its key (``_step``/``_epoch`` when logged both ways), for
+    callbacks; under its key for the loggers and the progress bar, when it goes there."""
+    callback, logged, pbar = {}, {}, {}
+    for entry in entries:
+        value, key = value_of(entry), key_of(entry)
+        callback[entry.name] = value
+        callback[key] = value
+        if entry.logger:
+            logged[key] = value
+        if entry.prog_bar:
+            pbar[key] = value
+    return callback, logged, pbar
+
+
+def to_floats(metrics: dict[str, Any]) -> dict[str, float]:
     """Numbers for loggers and the progress bar (this is where a device sync happens)."""
     return {k: float(v.item()) if isinstance(v, torch.Tensor) else float(v) for k, v in metrics.items()}

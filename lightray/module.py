@@ -13,7 +13,7 @@ from torch.optim import Optimizer
 
 from lightray.errors import MisconfigurationError
 from lightray.hooks import CheckpointHooks, DataHooks, ModelHooks
-from lightray.utilities import AttributeDict, apply_to_tensors
+from lightray.utilities import AttributeDict, apply_to_tensors, collect_init_args
 
 if TYPE_CHECKING:
     from lightray.optimization import LightningOptimizer
@@ -147,7 +147,7 @@ class LightningModule(ModelHooks, DataHooks, CheckpointHooks, nn.Module):
         """
         if self._trainer is None:
             return  # as in Lightning: logging outside a Trainer is ignored
-        self._trainer._loop.metrics.log(
+        self._trainer.results.log(
             name,
             value,
             prog_bar=prog_bar,
@@ -179,7 +179,7 @@ class LightningModule(ModelHooks, DataHooks, CheckpointHooks, nn.Module):
     # ------------------------------------------------------------------ optimization
     def optimizers(self, use_pl_optimizer: bool = True) -> Any:
         """The optimizer(s) from ``configure_optimizers``: one object if there is one, else a list."""
-        opts: list[Any] = list(self.trainer._lightning_optimizers if use_pl_optimizer else self.trainer.optimizers)
+        opts: list[Any] = list(self.trainer.lightning_optimizers if use_pl_optimizer else self.trainer.optimizers)
         return opts[0] if len(opts) == 1 else opts
 
     def lr_schedulers(self) -> Any:
@@ -195,7 +195,7 @@ class LightningModule(ModelHooks, DataHooks, CheckpointHooks, nn.Module):
             raise MisconfigurationError(
                 "`manual_backward` is for manual optimization; set `self.automatic_optimization = False`."
             )
-        self.trainer._loop.backward(loss, None, *args, **kwargs)
+        self.trainer.fit_loop.optimization.backward(loss, None, *args, **kwargs)
 
     def backward(self, loss: torch.Tensor, *args: Any, **kwargs: Any) -> None:
         """Run the backward pass; override to customise it."""
@@ -285,6 +285,11 @@ class LightningModule(ModelHooks, DataHooks, CheckpointHooks, nn.Module):
     def hparams_initial(self) -> AttributeDict:
         return AttributeDict(self._hparams_initial)
 
+    @property
+    def logs_hyperparameters(self) -> bool:
+        """Whether loggers receive the hyperparameters (``save_hyperparameters(logger=False)`` turns it off)."""
+        return self._log_hyperparams
+
     def save_hyperparameters(
         self,
         *args: Any,
@@ -303,7 +308,7 @@ class LightningModule(ModelHooks, DataHooks, CheckpointHooks, nn.Module):
             values = dict(vars(given)) if isinstance(given, types.SimpleNamespace) else dict(given)
         else:
             caller = frame or inspect.currentframe().f_back  # type: ignore[union-attr]
-            init_args = _collect_init_args(caller, self)
+            init_args = collect_init_args(caller, self)
             if args:
                 missing = [a for a in args if a not in init_args]
                 if missing:
@@ -352,22 +357,3 @@ class LightningModule(ModelHooks, DataHooks, CheckpointHooks, nn.Module):
         state = self.__dict__.copy()
         state["_trainer"] = None
         return state
-
-
-def _collect_init_args(frame: types.FrameType | None, obj: object) -> dict[str, Any]:
-    """Arguments of every ``__init__`` on the call stack that is building ``obj`` (subclass values win)."""
-    collected: list[dict[str, Any]] = []
-    while frame is not None:
-        if frame.f_code.co_name == "__init__" and frame.f_locals.get("self") is obj:
-            info = inspect.getargvalues(frame)
-            local_args = {name: info.locals[name] for name in info.args if name != "self"}
-            if info.keywords:
-                local_args.update(info.locals.get(info.keywords, {}))
-            if info.varargs and info.locals.get(info.varargs):
-                local_args[info.varargs] = info.locals[info.varargs]
-            collected.append(local_args)
-        frame = frame.f_back
-    merged: dict[str, Any] = {}
-    for args in reversed(collected):  # base classes first, the outermost subclass last
-        merged.update(args)
-    return merged

@@ -20,7 +20,7 @@ def seed_everything(seed: int | None = None, workers: bool = False) -> int:
     (torch already seeds them).
     """
     if seed is None:
-        seed = int(os.environ.get("PL_GLOBAL_SEED", 0))
+        seed = global_seed() or 0
     if not isinstance(seed, int) or not (0 <= seed <= np.iinfo(np.uint32).max):
         raise ValueError(f"seed must be an int in [0, 2**32 - 1], got {seed!r}")
     os.environ["PL_GLOBAL_SEED"] = str(seed)
@@ -29,6 +29,12 @@ def seed_everything(seed: int | None = None, workers: bool = False) -> int:
     np.random.seed(seed)
     torch.manual_seed(seed)  # also seeds every CUDA device
     return seed
+
+
+def global_seed() -> int | None:
+    """The seed ``seed_everything`` set in this process (``PL_GLOBAL_SEED``), or None."""
+    value = os.environ.get("PL_GLOBAL_SEED")
+    return int(value) if value is not None else None
 
 
 def worker_init_fn(worker_id: int) -> None:

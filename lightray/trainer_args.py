@@ -1,18 +1,156 @@
-"""Checks and conversions of Trainer arguments: limits, max_time, devices, default callbacks and loggers."""
+"""Checks and conversions of Trainer arguments: every problem listed at once; limits, max_time, devices, the
+strategy, default callbacks and loggers. Run on the driver when a Trainer is built."""
 
 from __future__ import annotations
 
 import datetime
 import os
 import re
+import warnings
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import torch
 
+from lightray.errors import MisconfigurationError
+from lightray.precision import PRECISIONS
+from lightray.strategies import Strategy
+
 if TYPE_CHECKING:
     from lightray.callbacks.callback import Callback
+    from lightray.module import LightningModule
     from lightray.trainer import Trainer
+
+
+class Checked(NamedTuple):
+    max_time: float | None  # seconds
+    device: torch.device  # of the in-process loop
+    num_workers: int | tuple[int, int]
+    use_gpu: bool
+
+
+def check_arguments(args: dict[str, Any]) -> Checked:
+    """Raise one error listing every invalid argument of ``Trainer(**args)``; else the values they come to."""
+    errors: list[str] = []
+    if str(args["precision"]) not in PRECISIONS:
+        errors.append(f"precision={args['precision']!r}: use one of {list(PRECISIONS)}")
+    for arg in ("max_epochs", "min_epochs", "min_steps"):
+        value = args[arg]
+        unlimited = arg == "max_epochs" and value == -1
+        if value is not None and (not isinstance(value, int) or value < 0) and not unlimited:
+            note = " (or -1 for no limit)" if arg == "max_epochs" else ""
+            errors.append(f"{arg}={value!r}: must be a non-negative int{note}")
+    max_steps = args["max_steps"]
+    if not isinstance(max_steps, int) or max_steps < -1:
+        errors.append(f"max_steps={max_steps!r}: must be -1 (no limit) or a non-negative int")
+    for stage in ("train", "val", "test", "predict"):
+        errors += check_limit(f"limit_{stage}_batches", args[f"limit_{stage}_batches"])
+    interval = args["val_check_interval"]
+    if isinstance(interval, float) and not 0.0 < interval <= 1.0:
+        errors.append(f"val_check_interval={interval}: a float must be in (0.0, 1.0]; an int counts batches")
+    elif isinstance(interval, int) and interval < 1:
+        errors.append(f"val_check_interval={interval}: an int must be >= 1")
+    every = args["check_val_every_n_epoch"]
+    if every is not None and (not isinstance(every, int) or every < 1):
+        errors.append(f"check_val_every_n_epoch={every!r}: must be an int >= 1 or None")
+    accumulate = args["accumulate_grad_batches"]
+    if not isinstance(accumulate, int) or accumulate < 1:
+        errors.append(f"accumulate_grad_batches={accumulate!r}: must be an int >= 1")
+    clip = args["gradient_clip_val"]
+    if clip is not None and (not isinstance(clip, int | float) or clip < 0):
+        errors.append(f"gradient_clip_val={clip!r}: must be a number >= 0")
+    if args["gradient_clip_algorithm"] not in (None, "norm", "value"):
+        errors.append(f"gradient_clip_algorithm={args['gradient_clip_algorithm']!r}: use 'norm' or 'value'")
+    sanity = args["num_sanity_val_steps"]
+    if sanity is not None and (not isinstance(sanity, int) or sanity < -1):
+        errors.append(f"num_sanity_val_steps={sanity!r}: must be -1 (all) or an int >= 0")
+    every_n = args["log_every_n_steps"]
+    if every_n is not None and (not isinstance(every_n, int) or every_n < 1):
+        errors.append(f"log_every_n_steps={every_n!r}: must be an int >= 1")
+    fast = args["fast_dev_run"]
+    if isinstance(fast, int) and not isinstance(fast, bool) and fast < 0:
+        errors.append(f"fast_dev_run={fast}: must be a bool or an int >= 0")
+    if args["deterministic"] not in (None, True, False, "warn"):
+        errors.append(f"deterministic={args['deterministic']!r}: use True, False or 'warn'")
+    max_time = None
+    try:
+        max_time = parse_max_time(args["max_time"])
+    except ValueError as err:
+        errors.append(str(err))
+    workers = args["num_workers"]
+    elastic = isinstance(workers, tuple) and len(workers) == 2 and 1 <= workers[0] <= workers[1]
+    if not elastic and (not isinstance(workers, int) or workers < 0):
+        errors.append(
+            f"num_workers={workers!r}: must be 0 (run in this process), the number of Ray workers, or "
+            "(min, max) for elastic training"
+        )
+    failures = args["max_failures"]
+    if not isinstance(failures, int) or failures < -1:
+        errors.append(f"max_failures={failures!r}: must be -1 (retry forever) or an int >= 0")
+    strategy = args["strategy"]
+    if not isinstance(strategy, Strategy) and strategy != "auto":
+        errors.append(
+            f"strategy={strategy!r}: use 'auto' (one device in this process; several devices run as Ray Train "
+            "workers with DDP: pass num_workers=N)"
+        )
+    device, num_workers, use_gpu = _place(args, errors)
+    if errors:
+        listing = "\n".join(f"  - {e}" for e in errors)
+        raise MisconfigurationError(f"Invalid Trainer arguments ({len(errors)}):\n{listing}")
+    return Checked(max_time, device, num_workers, use_gpu)
+
+
+def _place(args: dict[str, Any], errors: list[str]) -> tuple[torch.device, int | tuple[int, int], bool]:
+    """The device of the in-process loop, and the Ray workers (num_workers, use_gpu), from Lightning's
+    ``accelerator``/``devices``/``num_nodes`` and lightray's ``num_workers``/``use_gpu``/``strategy``."""
+    num_workers, use_gpu, devices = args["num_workers"], args["use_gpu"], args["devices"]
+    if isinstance(args["strategy"], Strategy):  # a Ray Train worker's: the device is the strategy's
+        return args["strategy"].root_device, num_workers, use_gpu
+    accelerator, num_nodes = args["accelerator"], args["num_nodes"]
+    requested = requested_devices(devices) * (num_nodes if isinstance(num_nodes, int) else 1)
+    if requested > 1 and num_workers == 0 and args["scaling_config"] is None:
+        warnings.warn(
+            f"devices={devices!r}, num_nodes={num_nodes}: lightray runs one Ray Train worker per device, so "
+            f"this is num_workers={requested} (use_gpu={accelerator in ('gpu', 'cuda')}). Pass num_workers= "
+            "to say so directly.",
+            stacklevel=4,
+        )
+        num_workers, use_gpu, devices = requested, use_gpu or accelerator in ("gpu", "cuda"), 1
+    on_ray = bool(num_workers) or args["scaling_config"] is not None
+    device = torch.device("cpu")
+    try:
+        device = select_device("cpu" if on_ray else accelerator, devices)
+    except ValueError as err:
+        errors.append(str(err))
+    if not on_ray and device.type == "cpu" and str(args["precision"]) in ("16-mixed", "16"):
+        errors.append("precision='16-mixed' needs a GPU: fp16 autocast is not supported on the CPU; use 'bf16-mixed'")
+    return device, num_workers, use_gpu
+
+
+def check_fit(trainer: Trainer, model: LightningModule) -> None:
+    """What ``Trainer.fit`` needs of the module and the Trainer's optimization settings."""
+    from lightray.hooks import is_overridden
+    from lightray.module import LightningModule
+
+    name = type(model).__name__
+    if not is_overridden(model, "training_step", LightningModule):
+        raise MisconfigurationError(f"`{name}` has no `training_step(self, batch, batch_idx)`; define it to train.")
+    if not is_overridden(model, "configure_optimizers", LightningModule):
+        raise MisconfigurationError(
+            f"`{name}` has no `configure_optimizers`. Define it and return an optimizer, "
+            "e.g. `return torch.optim.Adam(self.parameters(), lr=1e-3)`."
+        )
+    if not model.automatic_optimization and trainer.gradient_clip_val:
+        raise MisconfigurationError(
+            f"`Trainer(gradient_clip_val={trainer.gradient_clip_val})` works with automatic optimization only. "
+            "With `automatic_optimization = False`, call `self.clip_gradients(opt, gradient_clip_val=...)` "
+            "in `training_step` before `opt.step()`, and remove `gradient_clip_val` from the Trainer."
+        )
+    if not model.automatic_optimization and trainer.accumulate_grad_batches != 1:
+        raise MisconfigurationError(
+            "`accumulate_grad_batches` works with automatic optimization only; with manual optimization "
+            "step the optimizer every N batches yourself."
+        )
 
 
 def default_callbacks(trainer: Trainer, given: list[Callback], max_time: float | None) -> list[Callback]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import inspect
+import types
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -59,3 +61,22 @@ def infer_batch_size(batch: Any) -> int:
         for value in batch:
             return infer_batch_size(value)
     return 1
+
+
+def collect_init_args(frame: types.FrameType | None, obj: object) -> dict[str, Any]:
+    """Arguments of every ``__init__`` on the call stack that is building ``obj`` (subclass values win)."""
+    collected: list[dict[str, Any]] = []
+    while frame is not None:
+        if frame.f_code.co_name == "__init__" and frame.f_locals.get("self") is obj:
+            info = inspect.getargvalues(frame)
+            local_args = {name: info.locals[name] for name in info.args if name != "self"}
+            if info.keywords:
+                local_args.update(info.locals.get(info.keywords, {}))
+            if info.varargs and info.locals.get(info.varargs):
+                local_args[info.varargs] = info.locals[info.varargs]
+            collected.append(local_args)
+        frame = frame.f_back
+    merged: dict[str, Any] = {}
+    for args in reversed(collected):  # base classes first, the outermost subclass last
+        merged.update(args)
+    return merged

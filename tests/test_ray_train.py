@@ -124,7 +124,7 @@ def test_unpicklable_module_gets_a_clear_error(tmp_path):
 def test_devices_map_to_workers():
     with pytest.warns(UserWarning, match="one Ray Train worker per device.*num_workers=4"):
         trainer = pl.Trainer(accelerator="cpu", devices=2, num_nodes=2, **QUIET)
-    assert trainer.on_ray and trainer._ray_options["num_workers"] == 4
+    assert trainer.on_ray and trainer.ray_options.num_workers == 4
 
 
 def test_validate_and_predict_on_workers(tmp_path):
@@ -139,7 +139,7 @@ def test_validate_and_predict_on_workers(tmp_path):
 
 
 def test_unregistered_checkpoints_are_set_aside(tmp_path):
-    from lightray.ray_backend.train import _set_aside_unregistered
+    from lightray.ray_backend.worker import _set_aside_unregistered
 
     for step in (4, 8):
         folder = tmp_path / f"epoch=0-step={step}.ckpt"

@@ -155,6 +155,6 @@ def test_resuming_on_another_number_of_workers_keeps_the_global_batch(saved_worl
              "accumulate_grad_batches": 1}  # fmt: skip
     match = "keeps the global batch size" if (saved_world % world == 0) else "global batch size changes"
     with pytest.warns(UserWarning, match=f"Resuming on {world} workers instead of {saved_world}: .*{match}"):
-        trainer._loop.load_state_dict(state, rng_states=None)
+        trainer.fit_loop.load_state_dict(state, rng_states=None)
     assert trainer.accumulate_grad_batches == expected
-    assert trainer._loop.state.batch_idx == 6 * saved_world // world
+    assert trainer.fit_loop.state.batch_idx == 6 * saved_world // world

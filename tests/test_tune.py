@@ -156,18 +156,21 @@ def test_a_trials_trainer_must_match_the_trials_workers_and_inherits_their_resou
 
     monkeypatch.setattr(trial, "_current", trial.Trial(None, lightray.tune.trial_resources(2, {"CPU": 0.4})))
     inherits = lightray.Trainer(num_workers=2)  # no resources_per_worker: the trial's, not an automatic share
-    trial.match_workers(inherits)
-    assert inherits._ray_options["resources_per_worker"] == {"CPU": 0.4}
-    trial.match_workers(lightray.Trainer(num_workers=2, resources_per_worker={"CPU": 0.4}))  # the same: fine
+    matched = trial.match_workers(inherits.ray_options)
+    assert matched.resources_per_worker == {"CPU": 0.4}
+    assert inherits.ray_options.resources_per_worker is None  # a new value; the Trainer's own is never changed
+    same = lightray.Trainer(num_workers=2, resources_per_worker={"CPU": 0.4}).ray_options
+    assert trial.match_workers(same) is same  # the same: fine
     for other, wants in [({"num_workers": 1}, "1 worker. Tune"),
                          ({"num_workers": 2, "resources_per_worker": {"CPU": 1}}, "2 workers x {'CPU': 1.0}"),
                          ({"num_workers": 2, "use_gpu": True}, "2 workers x {'CPU': 0.0, 'GPU': 1.0}"),  # no GPU
                          ({}, "no workers (num_workers=0")]:  # fmt: skip
         with pytest.raises(MisconfigurationError, match=r"was given 2 Ray Train workers x \{'CPU': 0.4\}") as info:
-            trial.match_workers(lightray.Trainer(**other))
+            trial.match_workers(lightray.Trainer(**other).ray_options)
         assert f"its Trainer asks for {wants}" in str(info.value)
     monkeypatch.setattr(trial, "_current", None)  # outside a trial nothing is checked
-    trial.match_workers(lightray.Trainer(num_workers=3))
+    unchecked = lightray.Trainer(num_workers=3).ray_options
+    assert trial.match_workers(unchecked) is unchecked
 
 
 def test_trials_that_can_never_fit_fail_at_once():

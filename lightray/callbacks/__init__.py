@@ -1,6 +1,7 @@
 """Callbacks: code that hooks into the loop from outside the module."""
 
 from lightray.callbacks.callback import Callback
+from lightray.callbacks.checkpoint import Checkpoint
 from lightray.callbacks.early_stopping import EarlyStopping
 from lightray.callbacks.lr_monitor import LearningRateMonitor
 from lightray.callbacks.model_checkpoint import ModelCheckpoint
@@ -11,6 +12,7 @@ from lightray.callbacks.timer import Timer
 
 __all__ = [
     "Callback",
+    "Checkpoint",
     "EarlyStopping",
     "LearningRateMonitor",
     "LineRenderer",

@@ -20,7 +20,7 @@ class EarlyStopping(Callback):
     Runs in the training process; under Ray every rank sees the same reduced metric and decides alike.
     """
 
-    _monitors_epoch_end = True
+    monitors_epoch_end = True  # on_train_epoch_end after the module's own: it sees what the module logged
 
     def __init__(
         self,
@@ -73,7 +73,7 @@ class EarlyStopping(Callback):
             self._check(trainer)
 
     def _skip(self, trainer: Trainer) -> bool:
-        return trainer.state_fn != "fit" or trainer.sanity_checking or bool(trainer.fast_dev_run)
+        return trainer.state.fn != "fit" or trainer.sanity_checking or bool(trainer.fast_dev_run)
 
     def _check(self, trainer: Trainer) -> None:
         value = trainer.callback_metrics.get(self.monitor)

@@ -39,7 +39,7 @@ class LearningRateMonitor(Callback):
     def on_train_batch_start(self, trainer: Trainer, pl_module: LightningModule, *args: Any) -> None:
         if (
             self.logging_interval != "epoch"
-            and (trainer._loop.state.batches_that_stepped + 1) % trainer.log_every_n_steps == 0
+            and (trainer.fit_loop.state.batches_that_stepped + 1) % trainer.log_every_n_steps == 0
         ):
             self._log(trainer, "step")
 
@@ -70,11 +70,11 @@ class LearningRateMonitor(Callback):
                 stats[key] = float(group["lr"])
                 if self.log_momentum:
                     momentum = group.get("momentum", group.get("betas", (0.0,))[0])
-                    stats[key.replace("lr-", "lr-") + "-momentum"] = float(momentum)
+                    stats[key + "-momentum"] = float(momentum)
                 if self.log_weight_decay:
                     stats[key + "-weight_decay"] = float(group.get("weight_decay", 0.0))
         for key, value in stats.items():
             self.lrs.setdefault(key, []).append(value)
         if stats:
             for logger in trainer.loggers:
-                logger.log_metrics(stats, step=trainer._loop.state.batches_that_stepped)
+                logger.log_metrics(stats, step=trainer.fit_loop.state.batches_that_stepped)

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from lightray import storage
-from lightray.callbacks.callback import Callback
+from lightray.callbacks.checkpoint import Checkpoint
 from lightray.errors import MisconfigurationError
 
 if TYPE_CHECKING:
@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from lightray.trainer import Trainer
 
 
-class ModelCheckpoint(Callback):
+class ModelCheckpoint(Checkpoint):
     """Lightning's ModelCheckpoint: same arguments, file names and top-k rules.
 
     Runs in the training process; under Ray every rank takes part and rank 0 writes (through
@@ -31,8 +31,7 @@ class ModelCheckpoint(Callback):
     CHECKPOINT_NAME_LAST = "last"
     FILE_EXTENSION = ".ckpt"
     STARTING_VERSION = 1
-    _saves_checkpoints = True
-    _monitors_epoch_end = True
+    monitors_epoch_end = True  # on_train_epoch_end after the module's own: it sees what the module logged
 
     def __init__(
         self,
@@ -243,7 +242,7 @@ class ModelCheckpoint(Callback):
     def _skip(self, trainer: Trainer) -> bool:
         return (
             bool(trainer.fast_dev_run)
-            or trainer.state_fn != "fit"
+            or trainer.state.fn != "fit"
             or trainer.sanity_checking
             or self._last_global_step_saved == trainer.global_step
         )

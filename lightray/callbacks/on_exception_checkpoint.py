@@ -27,5 +27,5 @@ class OnExceptionCheckpoint(Callback):
         return storage.join(self.dirpath, self.filename + self.FILE_EXTENSION)
 
     def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
-        if trainer.state_fn == "fit" and trainer.optimizers:
+        if trainer.state.fn == "fit" and trainer.optimizers:
             trainer.save_checkpoint(self.ckpt_path)

@@ -143,7 +143,7 @@ class ProgressBar(Callback):
 
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if self._active(trainer):
-            self.renderer.update("train", trainer._loop.state.batch_idx, self._shown_metrics(trainer, force=True))
+            self.renderer.update("train", trainer.fit_loop.state.batch_idx, self._shown_metrics(trainer, force=True))
             self.renderer.close("train")
 
     # evaluation
@@ -154,16 +154,16 @@ class ProgressBar(Callback):
         if self._active(trainer):
             stage = self._eval_stage(trainer)
             label = {"sanity": "Sanity Checking", "test": "Testing", "validate": "Validation"}[stage]
-            self.renderer.start(stage, label, sum(trainer._loop.eval_limits))
+            self.renderer.start(stage, label, sum(trainer.eval_progress.limits))
 
     def _update_eval(self, trainer: Trainer, batch_idx: int) -> None:
         if self._active(trainer) and (batch_idx + 1) % self.refresh_rate == 0:
-            self.renderer.update(self._eval_stage(trainer), trainer._loop.eval_batches_done, {})
+            self.renderer.update(self._eval_stage(trainer), trainer.eval_progress.done, {})
 
     def _end_eval(self, trainer: Trainer) -> None:
         if self._active(trainer):
             stage = self._eval_stage(trainer)
-            self.renderer.update(stage, trainer._loop.eval_batches_done, {})
+            self.renderer.update(stage, trainer.eval_progress.done, {})
             self.renderer.close(stage)
 
     def on_validation_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
@@ -188,14 +188,14 @@ class ProgressBar(Callback):
 
     def on_predict_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if self._active(trainer):
-            self.renderer.start("predict", "Predicting", sum(trainer._loop.eval_limits))
+            self.renderer.start("predict", "Predicting", sum(trainer.eval_progress.limits))
 
     def on_predict_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any,
                              batch_idx: int, dataloader_idx: int = 0) -> None:  # fmt: skip
         if self._active(trainer) and (batch_idx + 1) % self.refresh_rate == 0:
-            self.renderer.update("predict", trainer._loop.eval_batches_done, {})
+            self.renderer.update("predict", trainer.eval_progress.done, {})
 
     def on_predict_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if self._active(trainer):
-            self.renderer.update("predict", trainer._loop.eval_batches_done, {})
+            self.renderer.update("predict", trainer.eval_progress.done, {})
             self.renderer.close("predict")

@@ -27,23 +27,18 @@ import re
 import sys
 from typing import TYPE_CHECKING, Any
 
-from lightray.callbacks.callback import Callback
+from lightray.cli.common import UsageError, listing, make_trainer
+from lightray.cli.search_space import add_search_arguments, check_search, pop_search_space
 from lightray.datamodule import LightningDataModule
 from lightray.errors import MisconfigurationError
 from lightray.module import LightningModule
 
 if TYPE_CHECKING:
-    from jsonargparse import ArgumentParser, Namespace
-
-    from lightray.trainer import Trainer
+    from jsonargparse import ArgumentParser
 
 STAGES = ("fit", "validate", "test", "predict")
 # Trainer arguments that take Ray objects: the command line uses their shortcuts (num_workers, use_gpu, ...)
 _SKIPPED_TRAINER_ARGS = {"logger", "scaling_config", "run_config"}
-
-
-class UsageError(Exception):
-    """Bad command-line input; the message lists the problems and the valid choices."""
 
 
 # ====================================================================== entry point
@@ -79,7 +74,7 @@ def run(argv: list[str]) -> Any:
     print_config = any(arg in ("--print-config", "--print_config") for arg in argv)
     argv = [arg for arg in argv if arg not in ("--print-config", "--print_config")]
     _check_config_files(argv)
-    argv, search_space = tune_command.pop_search_space(argv) if argv[:1] == ["tune"] else (argv, {})
+    argv, search_space = pop_search_space(argv) if argv[:1] == ["tune"] else (argv, {})
     parser, stage_parsers = build_parser()
     try:
         config = parser.parse_args(argv)
@@ -94,7 +89,7 @@ def run(argv: list[str]) -> Any:
         stage_config.seed_everything = seed = random.randint(0, 2**32 - 1)
     text = stage_parsers[stage].dump(stage_config, skip_unset=False)
     if stage == "tune":
-        text = tune_command.check_search(text, search_space)
+        text = check_search(text, search_space)
     if print_config:
         print(text, end="")
         return None
@@ -105,18 +100,9 @@ def run(argv: list[str]) -> Any:
 
         seed_everything(int(seed))
     objects = stage_parsers[stage].instantiate(stage_config)
-    trainer = _make_trainer(objects.trainer, text)
+    trainer = make_trainer(objects.trainer, text)
     kwargs: dict[str, Any] = {"datamodule": objects.data, "ckpt_path": objects.ckpt_path}
     return getattr(trainer, stage)(objects.model, **kwargs)
-
-
-def _make_trainer(options: Namespace, config_text: str, *extra: Callback) -> Trainer:
-    from lightray.trainer import Trainer
-
-    kwargs = dict(vars(options))  # the trainer's options, with callbacks and loggers already instantiated
-    given = kwargs.pop("callbacks") or []
-    callbacks = [*(given if isinstance(given, list) else [given]), SaveConfig(config_text), *extra]
-    return Trainer(**kwargs, callbacks=callbacks)
 
 
 # ====================================================================== the parser
@@ -124,7 +110,6 @@ def build_parser() -> tuple[ArgumentParser, dict[str, ArgumentParser]]:
     """The ``lightray`` parser and one sub-parser per stage. Driver."""
     from jsonargparse import ActionConfigFile, ArgumentParser
 
-    from lightray.cli import tune_command
     from lightray.loggers.logger import Logger
     from lightray.trainer import Trainer
 
@@ -152,7 +137,7 @@ def build_parser() -> tuple[ArgumentParser, dict[str, ArgumentParser]]:
             LightningDataModule, "data", required=False, help="the LightningDataModule's class path"
         )
         if stage == "tune":
-            tune_command.add_search_arguments(sub)
+            add_search_arguments(sub)
         else:  # a search's trials start from scratch, or from the checkpoints Tune gives them (PBT, restore)
             sub.add_argument("--ckpt_path", type=str | None, default=None, help='"last", "best" or a checkpoint path')
         subcommands.add_subcommand(
@@ -189,7 +174,7 @@ def _check_config_files(argv: list[str]) -> None:
                 f"got a {type(content).__name__}"
             )
     if problems:
-        raise UsageError(_listing(problems))
+        raise UsageError(listing(problems))
 
 
 # ====================================================================== error messages
@@ -199,18 +184,18 @@ def explain(message: str, stage_parsers: dict[str, ArgumentParser]) -> str:
     if unknown:
         keys = [a.lstrip("-").split("=")[0] for part in unknown for a in part.split() if a.startswith("-")]
         keys = keys or [part.strip().lstrip("-") for part in unknown]
-        return _listing([_unknown_option(key, stage_parsers) for key in keys])
+        return listing([_unknown_option(key, stage_parsers) for key in keys])
     key_match = re.match(r'Parser key "([^"]+)":', message)
     key = key_match.group(1) if key_match else None
     if key in ("model", "data"):
-        return _listing([_class_problem(key, message)])
+        return listing([_class_problem(key, message)])
     if "required" in message and "model" in message:
-        return _listing(["--model is required: give a LightningModule class path, e.g. --model mypkg.LitModel"])
+        return listing(["--model is required: give a LightningModule class path, e.g. --model mypkg.LitModel"])
     if key is not None:
         given = _given_value(message)
         details = "; ".join(_inner_errors(message))
-        return _listing([f"--{key}: {given!r} is not accepted ({details})" if given else f"--{key}: {details}"])
-    return _listing([" ".join(_inner_errors(message)) or message.strip()])
+        return listing([f"--{key}: {given!r} is not accepted ({details})" if given else f"--{key}: {details}"])
+    return listing([" ".join(_inner_errors(message)) or message.strip()])
 
 
 def _unknown_option(key: str, stage_parsers: dict[str, ArgumentParser]) -> str:
@@ -319,41 +304,3 @@ def _inner_errors(message: str) -> list[str]:
         re.sub(r"Expected a <class '([\w.]+)'>", r"expected \1", line).strip(" -") for line in message.splitlines()
     ]
     return [line for line in lines if line and not line.startswith(noise)]
-
-
-def _listing(problems: list[str]) -> str:
-    if len(problems) == 1:
-        return problems[0]
-    return f"{len(problems)} problems:\n" + "\n".join(f"  - {p}" for p in problems)
-
-
-# ====================================================================== the saved config
-class SaveConfig(Callback):
-    """Writes the resolved config as ``config.yaml`` beside the logs and, under Ray, beside the checkpoints.
-
-    ``setup`` runs where the loop runs (in-process, or on each Ray Train worker); global rank 0 writes.
-    """
-
-    def __init__(self, config: str, filename: str = "config.yaml") -> None:
-        self.config, self.filename = config, filename
-
-    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
-        from lightray import storage
-
-        if not trainer.is_global_zero:
-            return
-        folders = {trainer.log_dir}
-        run_dir = getattr(trainer.strategy, "run_dir", None)  # <storage_path>/<name> on Ray Train workers
-        if run_dir:
-            folders.add(run_dir)
-        for folder in folders:
-            storage.makedirs(folder)
-            storage.write_atomic(storage.join(folder, self.filename), self._write)
-
-    def _write(self, target: Any) -> None:
-        data = self.config.encode()
-        if isinstance(target, str):
-            with open(target, "wb") as f:
-                f.write(data)
-        else:
-            target.write(data)

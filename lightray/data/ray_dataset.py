@@ -12,7 +12,6 @@ a DDP group waits on another. In-process (``num_workers=0``) the whole dataset i
 from __future__ import annotations
 
 import copy
-import os
 import sys
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, Literal
@@ -20,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import torch
 
 from lightray.errors import MisconfigurationError
+from lightray.seed import global_seed
 
 if TYPE_CHECKING:
     from lightray.strategies.strategy import Strategy
@@ -153,7 +153,7 @@ class RayDataLoader:
         return iter(self._source().iter_torch_batches(**kwargs))
 
     def _seed(self) -> int:
-        return self.seed if self.seed is not None else int(os.environ.get("PL_GLOBAL_SEED", 0))
+        return self.seed if self.seed is not None else global_seed() or 0
 
     def _source(self) -> Any:
         """This epoch's dataset, or this rank's iterator over its shard of it (collective on workers)."""

@@ -19,10 +19,10 @@ from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler, IterableDataset
 
 from lightray import data
+from lightray.checkpoint import CHECKPOINT_FILE
 from lightray.module import LightningModule
+from lightray.seed import global_seed
 from lightray.strategies.strategy import Strategy
-
-CHECKPOINT_FILE = "checkpoint.ckpt"  # the file inside each Ray checkpoint directory
 
 
 class _TrainingStep(nn.Module):
@@ -39,7 +39,13 @@ class _TrainingStep(nn.Module):
 class RayDDPStrategy(Strategy):
     """DDP on the Ray Train worker group; one process per worker, one device each."""
 
-    def __init__(self, device: torch.device, run_dir: str | None = None, find_unused_parameters: bool = False):
+    def __init__(
+        self,
+        device: torch.device,
+        run_dir: str | None = None,
+        find_unused_parameters: bool = False,
+        planned_world_size: int | None = None,
+    ) -> None:
         import ray.train
 
         super().__init__(device)
@@ -49,12 +55,17 @@ class RayDDPStrategy(Strategy):
         self._local_rank = context.get_local_rank()
         self._node_rank = context.get_node_rank()
         self.run_dir = run_dir
+        self._planned_world_size = planned_world_size or self._world_size
         self.find_unused_parameters = find_unused_parameters
         self._ddp: nn.parallel.DistributedDataParallel | None = None
 
     @property
     def world_size(self) -> int:
         return self._world_size
+
+    @property
+    def planned_world_size(self) -> int:
+        return self._planned_world_size
 
     @property
     def global_rank(self) -> int:
@@ -105,7 +116,7 @@ class RayDDPStrategy(Strategy):
         if isinstance(loader, data.RayDataLoader):
             import ray
 
-            from lightray.ray_backend.config import check_room_for_ray_data
+            from lightray.ray_backend.placement import check_room_for_ray_data
 
             own = ray.get_runtime_context().get_assigned_resources().get("CPU", 0.0)
             check_room_for_ray_data(ray.cluster_resources().get("CPU", 0.0), self._world_size, own)
@@ -119,7 +130,7 @@ class RayDDPStrategy(Strategy):
             num_replicas=self._world_size,
             rank=self._rank,
             shuffle=shuffle,
-            seed=int(os.environ.get("PL_GLOBAL_SEED", 0)),
+            seed=global_seed() or 0,
         )
         return data.rebuild_loader(loader, sampler=sampler)
 

@@ -30,6 +30,11 @@ class Strategy:
         return 1
 
     @property
+    def planned_world_size(self) -> int:
+        """The processes the run was planned for; fewer when an elastic run started short of workers."""
+        return self.world_size
+
+    @property
     def global_rank(self) -> int:
         return 0
 

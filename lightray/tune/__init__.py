@@ -4,11 +4,11 @@ Ray Tune's own ``Tuner``, ``TuneConfig``, ``RunConfig``, schedulers and search s
 Ray is imported only when these are used.
 """
 
+from lightray.ray_backend.placement import check_trial_fits
 from lightray.tune.callback import TuneReportCallback
 from lightray.tune.tuner import (
     TrialResources,
     bound_concurrency,
-    check_trial_fits,
     checkpoint_path,
     load_best,
     trainable,

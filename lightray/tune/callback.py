@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from lightray.callbacks.callback import Callback
+from lightray.checkpoint import CHECKPOINT_FILE
 from lightray.errors import MisconfigurationError
 from lightray.tune.trial import current as current_trial
 
@@ -26,7 +27,6 @@ if TYPE_CHECKING:
     from lightray.module import LightningModule
     from lightray.trainer import Trainer
 
-CHECKPOINT_FILE = "checkpoint.ckpt"  # the file inside each Tune checkpoint folder, as in Ray Train's
 EVENTS = ("validation_end", "validation_epoch_end", "train_epoch_end", "train_end")
 
 
@@ -118,10 +118,10 @@ class TuneReportCallback(Callback):
     def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._event(trainer, "train_end")
 
-    _monitors_epoch_end = True  # on_train_epoch_end after the module's own, as ModelCheckpoint
+    monitors_epoch_end = True  # on_train_epoch_end after the module's own, as ModelCheckpoint
 
     def _event(self, trainer: Trainer, event: str) -> None:
-        if event != self.on or trainer.sanity_checking or trainer.state_fn != "fit":
+        if event != self.on or trainer.sanity_checking or trainer.state.fn != "fit":
             return
         if not self._in_trial:
             if not self._warned:

@@ -1,8 +1,8 @@
 """A Ray Tune trial's resources, and the trial this process runs, if any: its checkpoint and the workers Tune counted.
 
-``lightray.tune.trainable`` enters the trial before the user's function runs; the Trainer's ``fit`` then checks
-that it asks for the workers the trial was given (``match_workers``), so a trial never starts workers that Tune
-did not count and that could wait forever for resources.
+``lightray.tune.trainable`` enters the trial before the user's function runs; the launcher of the Trainer's
+``fit`` then checks that it asks for the workers the trial was given (``match_workers``), so a trial never starts
+workers that Tune did not count and that could wait forever for resources.
 """
 
 from __future__ import annotations
@@ -12,10 +12,10 @@ import math
 from typing import TYPE_CHECKING
 
 from lightray.errors import MisconfigurationError
-from lightray.ray_backend.config import filled_worker_resources
+from lightray.ray_backend.placement import filled_worker_resources
 
 if TYPE_CHECKING:
-    from lightray.trainer import Trainer
+    from lightray.ray_backend.options import RayOptions
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,25 +55,23 @@ def current() -> Trial | None:
     return _current
 
 
-def match_workers(trainer: Trainer) -> None:
-    """Before a fit in a Tune trial: give the Trainer the trial's per-worker resources when it names none, and
-    raise when it asks for other workers than the trial was given (trial process)."""
+def match_workers(options: RayOptions) -> RayOptions:
+    """Before a fit in a Tune trial: the Trainer's options with the trial's per-worker resources when they name
+    none; raises when they ask for other workers than the trial was given (trial process)."""
     if _current is None:
-        return
+        return options
     trial = _current.resources
-    options = trainer._ray_options
-    scaling = options["scaling_config"]
+    scaling = options.scaling_config
     if scaling is not None:
         workers, resources, use_gpu = scaling.num_workers, scaling.resources_per_worker, scaling.use_gpu
     else:
-        workers, resources, use_gpu = options["num_workers"] or 0, options["resources_per_worker"], options["use_gpu"]
+        workers, resources, use_gpu = options.num_workers or 0, options.resources_per_worker, options.use_gpu
     same_kind = use_gpu == (trial.per_worker.get("GPU", 0.0) > 0)
     if scaling is None and resources is None and trial.num_workers and workers == trial.num_workers and same_kind:
-        options["resources_per_worker"] = dict(trial.per_worker)  # what Tune counted, not an automatic share
-        return
+        return options.replace(resources_per_worker=dict(trial.per_worker))  # what Tune counted, not a share
     asked = filled_worker_resources(resources, use_gpu) if workers else {}
     if workers == trial.num_workers and (not workers or _same(asked, trial.per_worker)):
-        return
+        return options
     given = (
         f"{trial.num_workers} Ray Train workers x {trial.per_worker}"
         if trial.num_workers

@@ -13,15 +13,15 @@ import functools
 import logging
 import math
 import os
-import sys
 import warnings
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from lightray.checkpoint import CHECKPOINT_FILE
 from lightray.errors import MisconfigurationError
-from lightray.ray_backend.config import filled_worker_resources
+from lightray.ray_backend.placement import check_trial_fits, filled_worker_resources
+from lightray.ray_backend.user_code import defining_module, is_user_module, register_by_value
 from lightray.tune import trial as this_trial
-from lightray.tune.callback import CHECKPOINT_FILE
 from lightray.tune.trial import TrialResources
 
 if TYPE_CHECKING:
@@ -140,40 +140,6 @@ def bound_concurrency(tune_config: TuneConfig, resources: TrialResources) -> Tun
     return dataclasses.replace(tune_config, max_concurrent_trials=fits if not wanted else min(wanted, fits))
 
 
-def check_trial_fits(resources: TrialResources) -> None:
-    """Raise when one trial (its bundle and its workers) can never be placed on the cluster (driver)."""
-    import ray
-
-    nodes = [node.get("Resources", {}) for node in ray.nodes() if node.get("Alive")]
-    totals: dict[str, float] = {}
-    for node in nodes:
-        for key, value in node.items():
-            totals[key] = totals.get(key, 0.0) + value
-    problems = [
-        f"one trial needs {amount:g} {key}, the cluster has {totals.get(key, 0.0):g}"
-        for key, amount in resources.total().items()
-        if amount > 0 and totals.get(key, 0.0) + 1e-9 < amount
-    ]
-    if not any(all(node.get(k, 0.0) + 1e-9 >= v for k, v in resources.trial.items()) for node in nodes):
-        problems.append(f"no node has the trial's own bundle {resources.trial}")
-    if resources.num_workers and not any(
-        all(node.get(k, 0.0) + 1e-9 >= v for k, v in resources.per_worker.items()) for node in nodes
-    ):
-        problems.append(f"no node has the resources of one worker {resources.per_worker}")
-    if problems:
-        shape = (
-            f"{resources.trial} for the trial + {resources.num_workers} workers x {resources.per_worker}"
-            if resources.num_workers
-            else f"{resources.trial} per trial"
-        )
-        raise MisconfigurationError(
-            f"A trial can never be placed on this Ray cluster ({shape}):\n"
-            + "\n".join(f"  - {p}" for p in problems)
-            + "\nLower num_workers, resources_per_worker or cpus_per_trial (fractional CPUs such as 0.4 are fine), "
-            "or add nodes."
-        )
-
-
 # ====================================================================== results
 def checkpoint_path(result: Result) -> str:
     """The file of a Tune ``Result``'s latest checkpoint: the one reported with ``result.metrics``.
@@ -220,25 +186,11 @@ def _local_file(checkpoint: Any) -> str:
 def _pickle_by_value(fn: Callable[..., Any]) -> None:
     """Ship the user's own code with the trainable: the module of ``fn`` and the user modules it takes names
     from (``from my_models import LitModel``), so trials need not import them from disk."""
-    import sysconfig
-
-    from ray import cloudpickle
-
-    stdlib = sysconfig.get_paths()["stdlib"]
-
-    def user_module(name: str) -> Any:
-        module = sys.modules.get(name)
-        path = getattr(module, "__file__", None) or ""
-        top = name.split(".")[0]
-        if module is None or name == "__main__" or not path or "site-packages" in path or path.startswith(stdlib):
-            return None
-        return None if top in ("lightray", "ray", "torch", "pytorch_lightning", "lightning") else module
-
-    fn_module = getattr(fn, "__module__", "") or ""
-    home = user_module(fn_module)
-    if home is None and fn_module != "__main__":
+    home = defining_module(fn)
+    if home is not None and home.__name__ == "__main__":
+        names = getattr(fn, "__globals__", {})  # cloudpickle sends __main__'s own code by value
+    elif is_user_module(home):
+        names = vars(home)
+    else:
         return  # a library's function (lightray's own trial of `lightray tune`): no user code around it to ship
-    names = vars(home).values() if home is not None else getattr(fn, "__globals__", {}).values()
-    modules = {home} | {user_module(getattr(value, "__module__", None) or "") for value in names if callable(value)}
-    for module in modules - {None}:
-        cloudpickle.register_pickle_by_value(module)
+    register_by_value([fn, *(value for value in names.values() if callable(value))])

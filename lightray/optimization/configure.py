@@ -1,4 +1,4 @@
-"""What ``configure_optimizers`` may return, and the optimizer wrapper that routes steps through the loop."""
+"""What ``configure_optimizers`` may return: its forms parsed into optimizers and scheduler configs."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from torch.optim import Optimizer
 from lightray.errors import MisconfigurationError
 
 if TYPE_CHECKING:
-    from lightray.loop import Loop
+    from lightray.trainer import Trainer
 
 _SCHEDULER_KEYS = {"scheduler", "interval", "frequency", "monitor", "strict", "name", "reduce_on_plateau"}
 
@@ -30,44 +30,13 @@ class LRSchedulerConfig:
     strict: bool = True
 
 
-class LightningOptimizer:
-    """Wraps a torch optimizer so ``step`` runs Lightning's hooks, precision and gradient clipping.
-
-    Every attribute not defined here is the wrapped optimizer's, so user code sees a normal optimizer.
-    """
-
-    def __init__(self, optimizer: Optimizer, loop: Loop) -> None:
-        self._optimizer = optimizer
-        self._loop = loop
-
-    @property
-    def optimizer(self) -> Optimizer:
-        return self._optimizer
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._optimizer, name)
-
-    def step(self, closure: Callable[[], Any] | None = None, **kwargs: Any) -> Any:
-        """Step the optimizer; ``closure`` (automatic optimization) runs the forward and backward pass."""
-        return self._loop.optimizer_step(self._optimizer, closure, **kwargs)
-
-    def zero_grad(self, set_to_none: bool = True) -> None:
-        self._optimizer.zero_grad(set_to_none=set_to_none)
-
-    def __repr__(self) -> str:
-        return f"LightningOptimizer({self._optimizer!r})"
-
-
-def parse_optimizers(output: Any) -> tuple[list[Optimizer], list[LRSchedulerConfig], str | None]:
-    """Turn any of Lightning's ``configure_optimizers`` return forms into (optimizers, scheduler configs).
-
-    The third item is the top-level ``monitor`` of a dict return, if any.
-    """
+def parse_optimizers(output: Any) -> tuple[list[Optimizer], list[LRSchedulerConfig]]:
+    """Turn any of Lightning's ``configure_optimizers`` return forms into (optimizers, scheduler configs)."""
     optimizers: list[Optimizer]
     schedulers: list[Any] = []
     monitor: str | None = None
     if output is None:
-        return [], [], None
+        return [], []
     if isinstance(output, Optimizer):
         optimizers = [output]
     elif isinstance(output, Mapping):
@@ -113,7 +82,7 @@ def parse_optimizers(output: Any) -> tuple[list[Optimizer], list[LRSchedulerConf
                 f"`configure_optimizers` returned {opt!r} where a `torch.optim.Optimizer` was expected."
             )
     configs = [_scheduler_config(s, monitor) for s in schedulers]
-    return optimizers, configs, monitor
+    return optimizers, configs
 
 
 def _scheduler_config(scheduler: Any, monitor: str | None) -> LRSchedulerConfig:
@@ -153,3 +122,31 @@ def _check_keys(mapping: Mapping, allowed: set[str], what: str) -> None:
     unknown = set(mapping) - allowed
     if unknown:
         raise MisconfigurationError(f"Unknown keys {sorted(unknown)} in {what}; allowed keys: {sorted(allowed)}.")
+
+
+def configure_optimizers(trainer: Trainer) -> None:
+    """Call the module's ``configure_optimizers`` and give the trainer its optimizers and schedulers."""
+    from lightray.optimization.optimizer import LightningOptimizer
+
+    module = trainer.lightning_module
+    optimizers, schedulers = parse_optimizers(trainer.hooks.call_module("configure_optimizers"))
+    if not optimizers:
+        optimizers = [NoOptimizer()]
+    if module.automatic_optimization and len(optimizers) > 1:
+        raise MisconfigurationError(
+            "Several optimizers need manual optimization: set `self.automatic_optimization = False` in "
+            "`__init__` and step them yourself in `training_step`."
+        )
+    trainer.optimizers = optimizers
+    trainer.lr_scheduler_configs = schedulers
+    trainer.lightning_optimizers = [LightningOptimizer(opt, trainer.fit_loop.optimization) for opt in optimizers]
+
+
+class NoOptimizer(Optimizer):
+    """Stands in when ``configure_optimizers`` returns None: steps do nothing."""
+
+    def __init__(self) -> None:
+        super().__init__([torch.zeros(1)], {})
+
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:
+        return closure() if closure is not None else None

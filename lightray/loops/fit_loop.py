@@ -1,0 +1,391 @@
+"""The fit loop: epochs and batches as plain for-loops, validation inside them, and the state that makes a
+resumed run continue at the next batch.
+
+It runs in-process for local runs and, unchanged, inside each Ray Train worker. Everything that differs
+between the two (devices, process groups, samplers, DDP) is asked of ``trainer.strategy``.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from lightray import checkpoint, data
+from lightray.errors import MisconfigurationError
+from lightray.loops import evaluation_loop, stage
+from lightray.optimization.configure import configure_optimizers
+from lightray.optimization.step import Optimization
+from lightray.seed import restore_rng_states
+from lightray.states import LoopPhase, RunningStage
+
+if TYPE_CHECKING:
+    from lightray.trainer import Trainer
+
+
+@dataclass
+class LoopState:
+    """Where training is; saved in checkpoints so a run resumes at the next batch."""
+
+    epoch: int = 0  # epochs completed (== the current epoch's index while it runs)
+    batch_idx: int = 0  # batches completed in the current epoch
+    global_step: int = 0  # optimizer steps taken
+    batches_that_stepped: int = 0  # training batches that ended with an optimizer step (the loggers' step)
+    total_batch_idx: int = 0  # training batches seen over all epochs
+    phase: LoopPhase = LoopPhase.BEFORE_BATCH
+
+
+@dataclass
+class ResumePoint:
+    """A checkpoint's position inside an epoch, and the RNG states to continue with."""
+
+    phase: LoopPhase
+    epoch_start_rng: dict[str, Any]
+    rng_states: dict[str, Any] | None
+
+    def restore_rng(self) -> None:
+        if self.rng_states is not None:
+            restore_rng_states(self.rng_states)
+
+
+def scaled_accumulation(saved_world: int, saved_accumulate: int, world: int, accumulate: int) -> tuple[int, str]:
+    """Elastic training on ``world`` workers instead of ``saved_world``: the accumulation that keeps the global
+    batch size (``accumulate`` unchanged when none does), and what happened, for a warning."""
+    total = saved_world * saved_accumulate
+    if total % world == 0:
+        kept = total // world
+        return kept, f"accumulate_grad_batches {saved_accumulate} -> {kept} keeps the global batch size"
+    return accumulate, (
+        f"the global batch size changes by {world * accumulate}/{total}: {total} is not a multiple of {world} workers"
+    )
+
+
+class FitLoop:
+    """``trainer.fit_loop``: runs ``Trainer.fit`` and holds its position (``state``); built by the Trainer."""
+
+    def __init__(self, trainer: Trainer) -> None:
+        self.trainer = trainer
+        self.state = LoopState()
+        self.optimization = Optimization(trainer)
+        self.reset()
+        planned = trainer.strategy.planned_world_size
+        if planned != trainer.world_size:  # an elastic run started with fewer workers than it was planned for
+            self.keep_global_batch(planned, trainer.accumulate_grad_batches)
+
+    def reset(self) -> None:
+        """Forget the data and resume point of a previous stage; the position (``state``) stays."""
+        self.train_loader: Iterable | None = None
+        self.num_training_batches: float = math.inf
+        self.val_loaders: list[Iterable] = []
+        self.num_val_batches: list[float] = []
+        self.val_check_batch: float = math.inf
+        self.resume: ResumePoint | None = None
+        self.epoch_start_rng: dict[str, Any] = {}
+
+    # ================================================================== fit
+    def run(self) -> None:
+        trainer, module, hooks = self.trainer, self.trainer.lightning_module, self.trainer.hooks
+        stage.setup(trainer, "fit")
+        loaded = checkpoint.load_for_fit(trainer)
+        if loaded is not None:
+            checkpoint.restore_modules_and_callbacks(trainer, loaded)
+        configure_optimizers(trainer)
+        trainer.strategy.wrap_model()
+        hooks.call_hook("on_fit_start")
+        if loaded is not None:
+            checkpoint.restore_training_state(trainer, self, loaded)
+
+        if loaded is None and self.validation_wanted() and trainer.num_sanity_val_steps != 0:
+            self.sanity_check()  # skipped on resume: it would draw random numbers the checkpoint restored
+        self.setup_data()
+        self.load_val_data()
+
+        if self.num_training_batches > 0 and not self.max_steps_reached():
+            module.train()
+            hooks.call_hook("on_train_start")
+            while not self.done():
+                self.train_epoch()
+            hooks.call_hook("on_train_end")
+        self.state.phase = LoopPhase.FIT_END
+        hooks.call_hook("on_fit_end")
+        stage.teardown(trainer, "fit")
+
+    def max_steps_reached(self) -> bool:
+        max_steps = self.trainer.max_steps
+        return max_steps != -1 and self.state.global_step >= max_steps
+
+    def can_stop_early(self) -> bool:
+        trainer = self.trainer
+        return self.state.epoch >= (trainer.min_epochs or 0) and self.state.global_step >= (trainer.min_steps or 0)
+
+    def done(self) -> bool:
+        if self.resume is not None:
+            return False  # the interrupted epoch still has its end to run
+        max_epochs = self.trainer.max_epochs
+        if self.max_steps_reached():
+            return True
+        if max_epochs is not None and max_epochs != -1 and self.state.epoch >= max_epochs:
+            return True
+        return self.trainer.should_stop and self.can_stop_early()
+
+    def setup_data(self) -> None:
+        """Call ``train_dataloader`` (once per fit) and work out the batch counts."""
+        if self.train_loader is not None:
+            return
+        trainer = self.trainer
+        loader = trainer.data_sources.load("train", trainer.hooks)
+        if isinstance(loader, list | tuple | dict):
+            raise MisconfigurationError(
+                "Several training dataloaders at once are not supported yet; combine them into one "
+                "DataLoader (e.g. a ConcatDataset) or iterate them yourself in one IterableDataset."
+            )
+        self.train_loader = data.make_resumable(data.for_this_process(loader, trainer))
+        self.num_training_batches = data.limit_batches(
+            self.train_loader, trainer.limit_train_batches, "limit_train_batches"
+        )
+        interval = trainer.val_check_interval
+        if isinstance(interval, float):
+            if math.isinf(self.num_training_batches):
+                self.val_check_batch = math.inf
+            else:
+                self.val_check_batch = max(1, int(self.num_training_batches * interval))
+        else:
+            if interval > self.num_training_batches and trainer.check_val_every_n_epoch is not None:
+                raise MisconfigurationError(
+                    f"`val_check_interval={interval}` is more than the {int(self.num_training_batches)} "
+                    "training batches of an epoch; lower it, or set `check_val_every_n_epoch=None` to "
+                    "validate across epochs."
+                )
+            self.val_check_batch = interval
+
+    def validation_wanted(self) -> bool:
+        trainer = self.trainer
+        return (
+            trainer.limit_val_batches != 0 and trainer.has_step("validation_step") and trainer.data_sources.has("val")
+        )
+
+    def load_val_data(self) -> None:
+        if self.val_loaders or not self.validation_wanted():
+            return
+        trainer = self.trainer
+        loaders = data.as_loader_list(trainer.data_sources.load("val", trainer.hooks), "validation")
+        self.val_loaders = [data.for_this_process(dl, trainer, shuffle=False) for dl in loaders]
+        self.num_val_batches = [
+            data.limit_batches(dl, trainer.limit_val_batches, "limit_val_batches") for dl in self.val_loaders
+        ]
+
+    @property
+    def enable_validation(self) -> bool:
+        return bool(self.val_loaders) and sum(self.num_val_batches) > 0
+
+    def sanity_check(self) -> None:
+        trainer = self.trainer
+        steps = trainer.num_sanity_val_steps
+        trainer.state.stage = RunningStage.SANITY_CHECKING
+        trainer.hooks.call_callbacks("on_sanity_check_start")
+        self.load_val_data()
+        limits = [n if steps == -1 else min(n, steps) for n in self.num_val_batches]
+        evaluation_loop.evaluate(trainer, "validate", self.val_loaders, limits, inside_fit=True)
+        trainer.hooks.call_callbacks("on_sanity_check_end")
+        trainer.state.stage = RunningStage.TRAINING
+        # what the sanity check logged must not look like a real validation result
+        trainer.callback_metrics.clear()
+        trainer.logged_metrics.clear()
+        trainer.progress_bar_metrics.clear()
+
+    # ================================================================== epochs and batches
+    def train_epoch(self) -> None:
+        """One training epoch; after a resume, the rest of the interrupted one."""
+        resume, self.resume = self.resume, None
+        if resume is None or resume.phase != LoopPhase.EPOCH_END:
+            self._train_batches(resume)
+        self._end_epoch(resume)
+
+    def _train_batches(self, resume: ResumePoint | None) -> None:
+        state, loader = self.state, self.train_loader
+        assert loader is not None
+        if resume is not None and resume.phase == LoopPhase.BEFORE_BATCH and state.batch_idx == 0:
+            resume.restore_rng()  # the checkpoint was taken between epochs: start this one afresh
+            resume = None
+        data.set_epoch(loader, state.epoch)
+        if resume is None:
+            state.batch_idx = 0
+            state.phase = LoopPhase.BEFORE_BATCH
+            self.trainer.results.reset()
+            self.trainer.hooks.call_hook("on_train_epoch_start")
+        iterator = self._epoch_iterator(loader, resume)
+        try:
+            self._run_batches(iterator, resume)
+        finally:
+            data.close_iterator(iterator)
+
+    def _run_batches(self, iterator: Iterator, resume: ResumePoint | None) -> None:
+        trainer, state, hooks, optimization = self.trainer, self.state, self.trainer.hooks, self.optimization
+        automatic = trainer.lightning_module.automatic_optimization
+        step_args = data.StepArgs(trainer.lightning_module.training_step, pass_dataloader_idx=False)
+        num_batches = self.num_training_batches
+        if resume is not None and resume.phase in (LoopPhase.AFTER_BATCH, LoopPhase.AFTER_VALIDATION):
+            # the checkpoint was taken inside this batch's end: finish it as the interrupted run would have
+            done = state.batch_idx - 1
+            if self._finish_batch(done, done + 1 >= num_batches, validated=resume.phase == LoopPhase.AFTER_VALIDATION):
+                return
+        while state.batch_idx < num_batches:
+            try:
+                batch = next(iterator)
+            except StopIteration:
+                break
+            batch_idx = state.batch_idx
+            is_last = batch_idx + 1 >= num_batches
+            state.phase = LoopPhase.BEFORE_BATCH
+            batch = hooks.to_device(batch, 0)
+            trainer.results.batch = batch
+            trainer.results.clear_step_values()
+
+            hooks.call_callbacks("on_train_batch_start", batch, batch_idx)
+            if hooks.call_module("on_train_batch_start", batch, batch_idx) == -1:
+                optimization.update_schedulers("step", plateau=False, accumulating=False)
+                break
+            optimization.stepping = automatic and ((batch_idx + 1) % trainer.accumulate_grad_batches == 0 or is_last)
+            if automatic:
+                output = optimization.automatic_step(batch, batch_idx, step_args(batch, batch_idx))
+            else:
+                output = optimization.manual_step(step_args(batch, batch_idx))
+            state.batch_idx += 1
+            state.total_batch_idx += 1
+            optimization.update_schedulers("step", plateau=False, accumulating=automatic and not optimization.stepping)
+            if is_last:
+                optimization.update_schedulers("epoch", plateau=False, accumulating=False)
+
+            state.phase = LoopPhase.AFTER_BATCH
+            hooks.call_callbacks("on_train_batch_end", output, batch, batch_idx)
+            hooks.call_module("on_train_batch_end", output, batch, batch_idx)
+            if self._finish_batch(batch_idx, is_last, validated=False):
+                break
+
+    def _finish_batch(self, batch_idx: int, is_last: bool, validated: bool) -> bool:
+        """What follows ``on_train_batch_end``: logging, validation, plateau schedulers. True: stop the epoch."""
+        trainer, state = self.trainer, self.state
+        accumulating = trainer.lightning_module.automatic_optimization and not (
+            (batch_idx + 1) % trainer.accumulate_grad_batches == 0 or is_last
+        )
+        self._log_train_step()
+        if not validated and self._should_validate(batch_idx, is_last):
+            if not accumulating:
+                trainer.hooks.call_module("on_validation_model_zero_grad")
+            state.phase = LoopPhase.AFTER_VALIDATION
+            evaluation_loop.evaluate(trainer, "validate", self.val_loaders, self.num_val_batches, inside_fit=True)
+        self.optimization.update_schedulers("step", plateau=True, accumulating=accumulating)
+        if not accumulating:
+            state.batches_that_stepped += 1
+        state.phase = LoopPhase.BEFORE_BATCH
+        return self.max_steps_reached() or (trainer.should_stop and self.can_stop_early())
+
+    def _epoch_iterator(self, loader: Iterable, resume: ResumePoint | None) -> Iterator:
+        """``iter(loader)``; on resume, the interrupted epoch's order from its next batch on."""
+        generators = data.generators(loader)
+        if resume is None:
+            self.epoch_start_rng = {"torch": torch.get_rng_state(), "generators": [g.get_state() for g in generators]}
+            return iter(loader)
+        # Draw the interrupted epoch's order again from the RNG state it started with ...
+        torch.set_rng_state(resume.epoch_start_rng["torch"])
+        for generator, rng in zip(generators, resume.epoch_start_rng["generators"]):
+            generator.set_state(rng)
+        self.epoch_start_rng = resume.epoch_start_rng
+        skip = self.state.batch_idx
+        sampler = getattr(loader, "batch_sampler", None)
+        if isinstance(sampler, data.ResumableBatchSampler):
+            sampler.skip_next(skip)  # skip consumed batches without loading them
+            iterator = iter(loader)
+            sampler.advance()
+        else:
+            iterator = iter(loader)
+            for _ in range(skip):  # a loader we cannot rebuild: read and drop what the interrupted run consumed
+                next(iterator, None)
+        # ... then continue with the RNG state of the moment the checkpoint was taken
+        resume.restore_rng()
+        return iterator
+
+    def _end_epoch(self, resume: ResumePoint | None) -> None:
+        trainer, state, hooks = self.trainer, self.state, self.trainer.hooks
+        last_batch_reached = state.batch_idx >= self.num_training_batches
+        if resume is None or resume.phase != LoopPhase.EPOCH_END:
+            state.phase = LoopPhase.EPOCH_END
+            trainer.results.current_fx = None
+            hooks.call_callbacks("on_train_epoch_end", monitoring=False)
+            hooks.call_module("on_train_epoch_end")
+            hooks.call_callbacks("on_train_epoch_end", monitoring=True)
+        else:
+            resume.restore_rng()
+        callback, logged, pbar = trainer.results.epoch_metrics()
+        trainer.callback_metrics.update(callback)
+        trainer.progress_bar_metrics.update(pbar)
+        if last_batch_reached:
+            self.optimization.update_schedulers("epoch", plateau=True, accumulating=False)
+        if logged:
+            stage.send_to_loggers(trainer, logged, step=state.batches_that_stepped - 1)
+        state.epoch += 1
+        state.batch_idx = 0
+        state.phase = LoopPhase.BEFORE_BATCH
+
+    def _should_validate(self, batch_idx: int, is_last: bool) -> bool:
+        trainer = self.trainer
+        if not self.enable_validation:
+            return False
+        every = trainer.check_val_every_n_epoch
+        if every is not None and (self.state.epoch + 1) % every != 0:
+            return False
+        if trainer.should_stop and self.can_stop_early():
+            return True
+        if math.isinf(self.val_check_batch):
+            return is_last
+        current = self.state.total_batch_idx - 1 if every is None else batch_idx
+        return (current + 1) % self.val_check_batch == 0
+
+    def _log_train_step(self) -> None:
+        trainer = self.trainer
+        callback, logged, pbar = trainer.results.step_metrics()
+        if callback:
+            trainer.callback_metrics.update(callback)
+            trainer.progress_bar_metrics.update(pbar)
+        log_now = (self.state.batches_that_stepped + 1) % trainer.log_every_n_steps == 0 or trainer.should_stop
+        if logged and log_now:
+            stage.send_to_loggers(trainer, logged, step=self.state.batches_that_stepped)
+
+    # ================================================================== state for checkpoints
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            **asdict(self.state),
+            "phase": self.state.phase.value,  # plain data: checkpoints load with weights_only=True
+            "epoch_start_rng": self.epoch_start_rng,
+            "world_size": self.trainer.world_size,
+            "accumulate_grad_batches": self.trainer.accumulate_grad_batches,
+        }
+
+    def load_state_dict(self, state: dict[str, Any], rng_states: dict[str, Any] | None) -> None:
+        """Continue where the checkpoint was taken: at its next batch, or after its epoch."""
+        fields = {name: state[name] for name in asdict(self.state)}
+        self.state = LoopState(**{**fields, "phase": LoopPhase(fields["phase"])})
+        saved_world = state.get("world_size", self.trainer.world_size)
+        if saved_world != self.trainer.world_size:
+            self.keep_global_batch(saved_world, state.get("accumulate_grad_batches", 1))
+        if self.state.phase == LoopPhase.FIT_END:
+            if rng_states is not None:
+                restore_rng_states(rng_states)
+            return
+        self.resume = ResumePoint(self.state.phase, state["epoch_start_rng"], rng_states)
+
+    def keep_global_batch(self, saved_world: int, saved_accumulate: int) -> None:
+        """Running on another number of workers than ``saved_world`` (elastic training): keep the global batch
+        size; an interrupted epoch continues after the same samples, since DistributedSampler deals one global
+        order out to the ranks."""
+        trainer, world = self.trainer, self.trainer.world_size
+        trainer.accumulate_grad_batches, message = scaled_accumulation(
+            saved_world, saved_accumulate, world, trainer.accumulate_grad_batches
+        )
+        self.state.batch_idx = self.state.batch_idx * saved_world // world
+        if trainer.is_global_zero:
+            warnings.warn(f"Resuming on {world} workers instead of {saved_world}: {message}.", stacklevel=2)

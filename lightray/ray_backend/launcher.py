@@ -1,0 +1,171 @@
+"""``RayLauncher``: runs a Trainer's stage on Ray Train workers (driver side).
+
+It packs the module, data and callbacks into a :class:`~lightray.ray_backend.worker.StageRequest`, starts a
+``ray.train.torch.TorchTrainer`` whose workers each rebuild the same Trainer with a DDP strategy and run the
+same loop, relays rank 0's progress to the driver's display, and, when the stage ends, copies the trained
+weights and metrics back into the driver's objects.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from lightray.errors import MisconfigurationError
+from lightray.states import TrainerFn
+
+if TYPE_CHECKING:
+    from lightray.ray_backend.options import RayOptions
+    from lightray.trainer import Trainer
+
+
+class RayLauncher:
+    """Runs each stage on Ray Train workers, as ``options`` say; ``trainer_kwargs`` rebuild the Trainer there."""
+
+    def __init__(self, options: RayOptions, trainer_kwargs: dict[str, Any]) -> None:
+        self.options = options
+        self.trainer_kwargs = trainer_kwargs
+
+    def launch(self, trainer: Trainer, fn: TrainerFn, run: Callable[[], Any]) -> Any:
+        """Run stage ``fn`` on the workers (``run`` is what each of them runs in-process); on the driver."""
+        import ray
+        import ray.train
+        from ray.train.torch import TorchTrainer
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        from lightray import storage
+        from lightray.callbacks.progress import ProgressBar, default_renderer
+        from lightray.ray_backend.channel import ChannelRenderer, DriverChannel, ProgressRelay, receive_result
+        from lightray.ray_backend.config import ray_configs
+        from lightray.ray_backend.placement import check_fits, check_room_for_ray_data, worker_resources
+        from lightray.ray_backend.worker import StageRequest, train_fn
+        from lightray.seed import global_seed
+        from lightray.tune import trial as tune_trial
+
+        options = tune_trial.match_workers(self.options) if fn == TrainerFn.FITTING else self.options
+        _quiet_ray_defaults()
+        if not ray.is_initialized():
+            ray.init(logging_config=ray.LoggingConfig(log_level="WARNING"), logging_level=logging.WARNING)
+        scaling, run_config = ray_configs(options, trainer.default_root_dir, trainer.checkpoint_callback)
+        check_fits(scaling)
+        if _feeds_ray_data(trainer.data_sources.given):  # a datamodule's Ray datasets are checked on the workers
+            per_worker = float(worker_resources(scaling)["CPU"])
+            check_room_for_ray_data(ray.cluster_resources().get("CPU", 0.0), _most_workers(scaling), per_worker)
+        # on the driver's own node: it must outlive any worker node that fails
+        here = NodeAffinitySchedulingStrategy(node_id=ray.get_runtime_context().get_node_id(), soft=False)
+        channel = DriverChannel.options(scheduling_strategy=here).remote()  # type: ignore[attr-defined]
+        bar = next((cb for cb in trainer.callbacks if isinstance(cb, ProgressBar)), None)
+        if bar is not None:  # rank 0 feeds the driver's one bar
+            local_renderer, bar.renderer = bar.renderer, ChannelRenderer(channel)
+        request = StageRequest(
+            stage=fn.value,
+            trainer_kwargs=dict(self.trainer_kwargs),
+            callbacks=list(trainer.callbacks),
+            loggers=trainer.loggers,
+            module=trainer.lightning_module,
+            datamodule=trainer.datamodule,
+            sources=trainer.data_sources.given,
+            ckpt_path=trainer.ckpt_path,
+            run_dir=storage.join(str(run_config.storage_path), str(run_config.name)),  # ray_configs sets both
+            seed=global_seed(),
+            threads=_threads(scaling),
+            full_world_size=_most_workers(scaling),
+            channel=channel,
+            # workers print no results table: the driver does
+            stage_kwargs={"verbose": False} if fn in (TrainerFn.VALIDATING, TrainerFn.TESTING) else {},
+        )
+        _check_picklable(request)
+        ray_trainer = TorchTrainer(train_fn, train_loop_config={"request": request}, scaling_config=scaling,
+                                   run_config=run_config)  # fmt: skip
+        try:
+            with ProgressRelay(channel, local_renderer if bar is not None else default_renderer()):
+                ray_trainer.fit()
+        except ray.train.TrainingFailedError as err:
+            _reraise_user_error(err)
+        finally:
+            if bar is not None:
+                bar.renderer = local_renderer
+        result, history = receive_result(channel)
+        ray.kill(channel)
+        if result is None:
+            raise RuntimeError("The Ray workers finished without sending their results back; see the worker logs.")
+        trainer.logged_metrics_history = history
+        return _apply_result(trainer, result)
+
+
+def _threads(scaling: Any) -> int:
+    """Torch threads per worker: its whole CPUs, at least one."""
+    return max(1, int(dict(scaling.resources_per_worker or {}).get("CPU", 1)))
+
+
+def _most_workers(scaling: Any) -> int:
+    return scaling.num_workers if isinstance(scaling.num_workers, int) else scaling.num_workers[1]
+
+
+def _apply_result(trainer: Trainer, result: dict[str, Any]) -> Any:
+    """Copy rank 0's results into the driver's trainer, module and callbacks."""
+    if result.get("state_dict") is not None:
+        trainer.lightning_module.load_state_dict(result["state_dict"])
+    trainer.callback_metrics.update(result["callback_metrics"])
+    trainer.logged_metrics.update(result["logged_metrics"])
+    trainer.progress_bar_metrics.update(result["progress_bar_metrics"])
+    trainer.fit_loop.state.epoch = result["epoch"]
+    trainer.fit_loop.state.global_step = result["global_step"]
+    trainer.should_stop = result["should_stop"]
+    for callback, state in zip(trainer.callbacks, result["callback_states"]):
+        if state is not None:
+            callback.load_state_dict(state)
+    return result.get("output")
+
+
+def _feeds_ray_data(sources: dict[str, Any]) -> bool:
+    from lightray.data import RayDataLoader, as_loader_list, is_ray_dataset
+
+    return any(
+        is_ray_dataset(loader) or isinstance(loader, RayDataLoader)
+        for source in sources.values()
+        for loader in as_loader_list(source, "")
+    )
+
+
+def _quiet_ray_defaults() -> None:
+    # Ray's own switches, propagated by Ray Train to its workers: one copy of each worker print, and
+    # quicker noticing of finished or failed workers.
+    os.environ.setdefault("RAY_TRAIN_ENABLE_PRINT_PATCH", "0")
+    os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5")
+    os.environ.setdefault("RAY_DEDUP_LOGS", "1")
+
+
+def _check_picklable(request: Any) -> None:
+    """Ship the user's own modules with the request, and fail clearly when something cannot travel."""
+    from ray import cloudpickle
+
+    from lightray.ray_backend.user_code import register_by_value
+
+    register_by_value([request.module, request.datamodule, *request.callbacks, *request.sources.values()])
+    try:
+        cloudpickle.dumps(request)
+    except Exception as err:
+        raise MisconfigurationError(
+            f"The module, data or callbacks cannot be sent to the Ray workers: {type(err).__name__}: {err}. "
+            "Everything passed to the Trainer must be picklable: define classes and functions at module level "
+            "(not inside other functions), and avoid open files, locks or live connections as attributes "
+            "(create them in `setup` instead)."
+        ) from err
+
+
+def _reraise_user_error(err: Exception) -> None:
+    """Raise the user's own exception from the failed worker (lowest rank), with its remote traceback."""
+    failures = getattr(err, "worker_failures", None) or {}
+    for rank in sorted(failures):
+        failure = failures[rank]
+        cause = getattr(failure, "cause", None)  # a RayTaskError wraps the original exception
+        original = cause if isinstance(cause, BaseException) else failure
+        if isinstance(original, BaseException):
+            note = f"(raised on Ray Train worker rank {rank}; its traceback:)\n{failure}"
+            if hasattr(original, "add_note"):
+                original.add_note(note)
+            raise original from err
+    raise err

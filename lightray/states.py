@@ -1,0 +1,55 @@
+"""What a Trainer is doing: Lightning's ``TrainerFn``, ``RunningStage`` and ``TrainerStatus``, and loop phases.
+
+The enums are ``str`` subclasses, so ``trainer.state.fn == "fit"`` holds as in Lightning.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+
+
+class TrainerFn(str, Enum):
+    """The entry point that is running: ``Trainer.fit``, ``validate``, ``test`` or ``predict``."""
+
+    FITTING = "fit"
+    VALIDATING = "validate"
+    TESTING = "test"
+    PREDICTING = "predict"
+
+
+class RunningStage(str, Enum):
+    """The pass the loop is in: training, the sanity check, validation, test or predict."""
+
+    TRAINING = "train"
+    SANITY_CHECKING = "sanity_check"
+    VALIDATING = "validate"
+    TESTING = "test"
+    PREDICTING = "predict"
+
+
+class TrainerStatus(str, Enum):
+    INITIALIZING = "initializing"
+    RUNNING = "running"
+    FINISHED = "finished"
+    INTERRUPTED = "interrupted"
+
+
+@dataclass
+class TrainerState:
+    """``trainer.state``: the entry point, the running pass and the status."""
+
+    status: TrainerStatus = TrainerStatus.INITIALIZING
+    fn: TrainerFn | None = None
+    stage: RunningStage | None = None
+
+
+class LoopPhase(str, Enum):
+    """Where the fit loop is inside a batch or epoch; saved in checkpoints (as its value) so a checkpoint
+    taken inside a hook resumes right after it."""
+
+    BEFORE_BATCH = "before_batch"
+    AFTER_BATCH = "after_batch"  # in on_train_batch_end
+    AFTER_VALIDATION = "after_validation"
+    EPOCH_END = "epoch_end"
+    FIT_END = "fit_end"
