@@ -1,5 +1,7 @@
 """lightray: PyTorch Lightning's API with one training loop that runs locally or on Ray Train workers."""
 
+import logging as _logging
+
 from lightray.callbacks.callback import Callback
 from lightray.datamodule import LightningDataModule
 from lightray.errors import MisconfigurationError
@@ -8,6 +10,14 @@ from lightray.seed import seed_everything
 from lightray.trainer import Trainer
 
 __version__ = "0.1.0"
+
+# What the Trainer reports at INFO ("`Trainer.fit` stopped: ..."), shown on stderr as Lightning shows its own,
+# unless the program configured logging itself.
+_log = _logging.getLogger(__name__)
+_log.setLevel(_logging.INFO)
+if not _logging.getLogger().hasHandlers():
+    _log.addHandler(_logging.StreamHandler())
+    _log.propagate = False
 
 __all__ = [
     "Callback",

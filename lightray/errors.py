@@ -6,3 +6,7 @@ class MisconfigurationError(ValueError):
 
     The message names the problem and the fix.
     """
+
+
+class PossibleUserWarning(UserWarning):
+    """A warning about something that is probably, not certainly, a mistake (Lightning's name)."""

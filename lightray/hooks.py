@@ -235,6 +235,14 @@ def check_removed_hooks(obj: object, removed: dict[str, str], what: str) -> None
 
 
 def is_overridden(obj: object, name: str, base: type) -> bool:
-    """Whether ``obj``'s class overrides hook ``name`` of ``base`` (LightningModule, LightningDataModule,
-    Callback): the one rule for skipping default hooks and finding data sources."""
-    return getattr(type(obj), name, None) is not getattr(base, name, None)
+    """Whether ``obj`` overrides hook ``name`` of ``base`` (LightningModule, LightningDataModule, Callback): in its
+    class or on the instance (``model.on_train_start = fn``); a hook set to None counts as absent. The one rule
+    for skipping default hooks and finding steps and data sources."""
+    attr = getattr(obj, name, None)
+    if attr is None or not callable(attr):
+        return False
+    default = getattr(base, name, None)
+    func = getattr(attr, "__func__", attr)  # a bound method: its function
+    while hasattr(func, "__wrapped__"):  # a decorated hook: what it wraps
+        func = func.__wrapped__
+    return func is not default

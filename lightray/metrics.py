@@ -60,7 +60,7 @@ def _is_torchmetric(value: Any) -> bool:
 
 @dataclass
 class _Entry:
-    name: str
+    name: str  # as logged, with ``/dataloader_idx_N`` when an evaluation has several loaders
     on_step: bool
     on_epoch: bool
     reduce_fx: str
@@ -72,6 +72,15 @@ class _Entry:
     total: torch.Tensor | None = None  # running sum (weighted for mean), max or min
     weight: float = 0.0
     seen: bool = False
+    suffix: str = ""  # the ``/dataloader_idx_N`` part of the name, if any
+
+    def key(self, fork: str) -> str:
+        """The name under which loggers see it: ``x_step``/``x_epoch`` when logged both ways (before the
+        dataloader suffix, as Lightning names it: ``loss_epoch/dataloader_idx_0``)."""
+        if not (self.on_step and self.on_epoch):
+            return self.name
+        base = self.name[: len(self.name) - len(self.suffix)] if self.suffix else self.name
+        return f"{base}_{fork}{self.suffix}"
 
     def update(self, value: torch.Tensor, batch_size: int) -> None:
         if not self.on_epoch or self.metric is not None:
@@ -128,6 +137,10 @@ class MetricStore:
         batch_size: int | None,
         rank_zero_only: bool,
     ) -> None:
+        if not isinstance(name, str):
+            raise MisconfigurationError(
+                f"`self.log({name!r}, ...)`: the name must be a str, got {type(name).__name__}."
+            )
         fx = self.current_fx
         defaults = LOG_DEFAULTS.get(fx or "")
         if defaults is None:
@@ -138,6 +151,11 @@ class MetricStore:
         default_step, default_epoch, step_allowed = defaults
         on_step = default_step if on_step is None else on_step
         on_epoch = default_epoch if on_epoch is None else on_epoch
+        if not on_step and not on_epoch:
+            raise MisconfigurationError(
+                f"`self.log({name!r}, on_step=False, on_epoch=False)` is not useful: the value would go nowhere. "
+                "Log it per step, per epoch, or both."
+            )
         if on_step and not step_allowed:
             raise MisconfigurationError(
                 f"`self.log({name!r}, on_step=True)` is not possible in `{fx}`; log it with on_step=False."
@@ -147,8 +165,10 @@ class MetricStore:
             raise MisconfigurationError(
                 f"`self.log({name!r}, reduce_fx={reduce_fx!r})`: reduce_fx must be one of {sorted(_REDUCE)}."
             )
-        if add_dataloader_idx and self.dataloader_idx is not None:
-            name = f"{name}/dataloader_idx_{self.dataloader_idx}"
+        suffix = (
+            f"/dataloader_idx_{self.dataloader_idx}" if add_dataloader_idx and self.dataloader_idx is not None else ""
+        )
+        name += suffix
 
         metric = None
         if _is_torchmetric(value):
@@ -164,7 +184,7 @@ class MetricStore:
 
         entry = self.entries.get(name)
         if entry is None:
-            entry = _Entry(name, on_step, on_epoch, reduce, prog_bar, logger, sync_dist, metric)
+            entry = _Entry(name, on_step, on_epoch, reduce, prog_bar, logger, sync_dist, metric, suffix=suffix)
             self.entries[name] = entry
         entry.seen = True
         if on_step and tensor is not None:
@@ -196,16 +216,14 @@ class MetricStore:
     def step_metrics(self) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         """(callback, logger, progress bar) metrics of the values logged with on_step since the last reset."""
         stepped = [e for e in self.entries.values() if e.on_step and e.step_value is not None]
-        return _split(stepped, lambda e: e.step_value, lambda e: f"{e.name}_step" if e.on_epoch else e.name)
+        return _split(stepped, lambda e: e.step_value, lambda e: e.key("step"))
 
     def epoch_metrics(self) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         """(callback, logger, progress bar) metrics of the epoch reductions."""
         reduced = [
             e for e in self.entries.values() if e.on_epoch and e.seen and (e.total is not None or e.metric is not None)
         ]
-        return _split(
-            reduced, lambda e: e.epoch_value(self.strategy), lambda e: f"{e.name}_epoch" if e.on_step else e.name
-        )
+        return _split(reduced, lambda e: e.epoch_value(self.strategy), lambda e: e.key("epoch"))
 
     def clear_step_values(self) -> None:
         for entry in self.entries.values():

@@ -13,8 +13,10 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from lightray import checkpoint, data
+from lightray.hooks import is_overridden
 from lightray.loops import stage as stage_hooks
 from lightray.metrics import MetricStore, to_floats
+from lightray.module import LightningModule
 from lightray.states import RunningStage
 
 if TYPE_CHECKING:
@@ -32,10 +34,31 @@ class EvalProgress:
         self.limits, self.done = list(limits), 0
 
 
+class ModuleMode:
+    """The train/eval mode of every submodule, captured before an evaluation pass and restored after it, so a
+    submodule the user keeps in eval mode (a frozen backbone) stays so (as in Lightning)."""
+
+    def __init__(self, module: torch.nn.Module) -> None:
+        self.modes = {name: sub.training for name, sub in module.named_modules()}
+
+    def restore(self, module: torch.nn.Module) -> None:
+        for name, sub in module.named_modules():
+            if name in self.modes:
+                sub.training = self.modes[name]
+
+
 def evaluate(
-    trainer: Trainer, stage: str, loaders: list[Iterable], limits: list[float], inside_fit: bool = False
+    trainer: Trainer,
+    stage: str,
+    loaders: list[Iterable],
+    limits: list[float],
+    inside_fit: bool = False,
+    steps_logged: list[int] | None = None,
 ) -> list[dict[str, float]]:
-    """One pass over the validation or test loaders; returns the epoch metrics per loader."""
+    """One pass over the validation or test loaders; returns the epoch metrics per loader.
+
+    ``steps_logged`` counts, per loader, the step metrics sent to the loggers (their step number); it carries
+    over between the validation passes of one fit."""
     module, hooks = trainer.lightning_module, trainer.hooks
     prefix = "validation" if stage == "validate" else "test"
     train_results, trainer.results = trainer.results, MetricStore(trainer.strategy)
@@ -47,7 +70,9 @@ def evaluate(
     step_args = data.StepArgs(getattr(module, f"{prefix}_step"), pass_dataloader_idx=len(loaders) > 1)
     grad_context = torch.no_grad() if inside_fit or not trainer.inference_mode else torch.inference_mode()
 
+    steps_logged = steps_logged if steps_logged is not None else [0] * len(loaders)
     trainer.eval_progress.start(limits)
+    mode = ModuleMode(module)
     hooks.call_module(f"on_{prefix}_model_eval")
     hooks.call_hook(f"on_{prefix}_start")
     hooks.call_hook(f"on_{prefix}_epoch_start")
@@ -67,9 +92,13 @@ def evaluate(
                 trainer.eval_progress.done += 1
                 hooks.call_callbacks(f"on_{prefix}_batch_end", output, *hook_args)
                 hooks.call_module(f"on_{prefix}_batch_end", output, *hook_args)
-                callback, _, pbar = trainer.results.step_metrics()
-                trainer.callback_metrics.update(callback)
+                # step values reach the progress bar and the loggers, never callback_metrics (as in Lightning)
+                _, logged, pbar = trainer.results.step_metrics()
                 trainer.progress_bar_metrics.update(pbar)
+                if logged and not sanity_checking:
+                    stage_hooks.send_to_loggers(trainer, logged, step=steps_logged[dl_idx], with_epoch=False)
+                if not sanity_checking:
+                    steps_logged[dl_idx] += 1
     trainer.results.dataloader_idx = None
     hooks.call_hook(f"on_{prefix}_epoch_end")
     callback, logged, pbar = trainer.results.epoch_metrics()
@@ -82,7 +111,10 @@ def evaluate(
         numbers = to_floats(logged)
         per_loader = [_metrics_of_loader(numbers, i, len(loaders)) for i in range(len(loaders))]
     hooks.call_hook(f"on_{prefix}_end")
-    hooks.call_module(f"on_{prefix}_model_train")
+    if is_overridden(module, f"on_{prefix}_model_train", LightningModule):
+        hooks.call_module(f"on_{prefix}_model_train")
+    else:
+        mode.restore(module)
     trainer.results = train_results
     trainer.state.stage = outer_stage
     return per_loader
@@ -92,6 +124,8 @@ def run_evaluation(trainer: Trainer, stage: str) -> list[dict[str, float]]:
     """``Trainer.validate`` / ``Trainer.test``: set-up, one evaluation pass, teardown."""
     stage_hooks.setup(trainer, stage)
     checkpoint.restore_weights_for_evaluation(trainer)
+    stage_hooks.reset_metrics(trainer)
+    trainer.lightning_module.zero_grad()
     key, limit_name = ("val", "limit_val_batches") if stage == "validate" else ("test", "limit_test_batches")
     loaders = _loaders_for_this_process(trainer, key, stage)
     limits = [data.limit_batches(dl, getattr(trainer, limit_name), limit_name) for dl in loaders]
@@ -105,11 +139,14 @@ def run_predict(trainer: Trainer) -> list[Any]:
     module, hooks = trainer.lightning_module, trainer.hooks
     stage_hooks.setup(trainer, "predict")
     checkpoint.restore_weights_for_evaluation(trainer)
+    stage_hooks.reset_metrics(trainer)
+    module.zero_grad()
     loaders = _loaders_for_this_process(trainer, "predict", "predict")
     limits = [data.limit_batches(dl, trainer.limit_predict_batches, "limit_predict_batches") for dl in loaders]
     step_args = data.StepArgs(module.predict_step, pass_dataloader_idx=len(loaders) > 1)
     predictions: list[list[Any]] = []
     trainer.eval_progress.start(limits)
+    mode = ModuleMode(module)
     hooks.call_module("on_predict_model_eval")
     hooks.call_hook("on_predict_start")
     hooks.call_hook("on_predict_epoch_start")
@@ -131,6 +168,7 @@ def run_predict(trainer: Trainer) -> list[Any]:
             predictions.append(outputs)
     hooks.call_hook("on_predict_epoch_end")
     hooks.call_hook("on_predict_end")
+    mode.restore(module)
     stage_hooks.teardown(trainer, "predict")
     return predictions[0] if len(predictions) == 1 else predictions
 

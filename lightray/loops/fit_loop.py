@@ -16,11 +16,12 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from lightray import checkpoint, data
-from lightray.errors import MisconfigurationError
+from lightray.errors import MisconfigurationError, PossibleUserWarning
 from lightray.loops import evaluation_loop, stage
 from lightray.optimization.configure import configure_optimizers
 from lightray.optimization.step import Optimization
-from lightray.seed import restore_rng_states
+from lightray.rank_zero import rank_zero_debug, rank_zero_info, rank_zero_warn
+from lightray.seed import collect_rng_states, restore_rng_states
 from lightray.states import LoopPhase, RunningStage
 
 if TYPE_CHECKING:
@@ -83,6 +84,7 @@ class FitLoop:
         self.val_loaders: list[Iterable] = []
         self.num_val_batches: list[float] = []
         self.val_check_batch: float = math.inf
+        self.val_steps_logged: list[int] = []
         self.resume: ResumePoint | None = None
         self.epoch_start_rng: dict[str, Any] = {}
 
@@ -93,23 +95,28 @@ class FitLoop:
         loaded = checkpoint.load_for_fit(trainer)
         if loaded is not None:
             checkpoint.restore_modules_and_callbacks(trainer, loaded)
+        stage.reset_metrics(trainer)
         configure_optimizers(trainer)
         trainer.strategy.wrap_model()
         hooks.call_hook("on_fit_start")
         if loaded is not None:
             checkpoint.restore_training_state(trainer, self, loaded)
+        module.zero_grad()
 
-        if loaded is None and self.validation_wanted() and trainer.num_sanity_val_steps != 0:
-            self.sanity_check()  # skipped on resume: it would draw random numbers the checkpoint restored
+        mid_epoch = self.resume is not None and self.resume.phase != LoopPhase.EPOCH_END and self.state.batch_idx > 0
+        if not mid_epoch and self.validation_wanted() and trainer.num_sanity_val_steps != 0:
+            self.sanity_check()
         self.setup_data()
         self.load_val_data()
 
         if self.num_training_batches > 0 and not self.max_steps_reached():
-            module.train()
+            _warn_eval_mode_modules(module)
             hooks.call_hook("on_train_start")
             while not self.done():
                 self.train_epoch()
             hooks.call_hook("on_train_end")
+        elif self.num_training_batches == 0:
+            rank_zero_info("`Trainer.fit` stopped: No training batches.")
         self.state.phase = LoopPhase.FIT_END
         hooks.call_hook("on_fit_end")
         stage.teardown(trainer, "fit")
@@ -123,14 +130,20 @@ class FitLoop:
         return self.state.epoch >= (trainer.min_epochs or 0) and self.state.global_step >= (trainer.min_steps or 0)
 
     def done(self) -> bool:
+        """Whether fit ends before the next epoch; says why, as Lightning does."""
         if self.resume is not None:
             return False  # the interrupted epoch still has its end to run
         max_epochs = self.trainer.max_epochs
         if self.max_steps_reached():
+            rank_zero_info(f"`Trainer.fit` stopped: `max_steps={self.trainer.max_steps!r}` reached.")
             return True
         if max_epochs is not None and max_epochs != -1 and self.state.epoch >= max_epochs:
+            rank_zero_info(f"`Trainer.fit` stopped: `max_epochs={max_epochs!r}` reached.")
             return True
-        return self.trainer.should_stop and self.can_stop_early()
+        if self.trainer.should_stop and self.can_stop_early():
+            rank_zero_debug("`Trainer.fit` stopped: `trainer.should_stop` was set.")
+            return True
+        return False
 
     def setup_data(self) -> None:
         """Call ``train_dataloader`` (once per fit) and work out the batch counts."""
@@ -147,6 +160,17 @@ class FitLoop:
         self.num_training_batches = data.limit_batches(
             self.train_loader, trainer.limit_train_batches, "limit_train_batches"
         )
+        if data.length(self.train_loader) == 0:
+            rank_zero_warn(
+                "Total length of `DataLoader` across ranks is zero. Please make sure this was your intention."
+            )
+        if trainer.loggers and self.num_training_batches < trainer.log_every_n_steps and not trainer.fast_dev_run:
+            rank_zero_warn(
+                f"The number of training batches ({self.num_training_batches:g}) is smaller than the logging interval "
+                f"Trainer(log_every_n_steps={trainer.log_every_n_steps}). Set a lower value for log_every_n_steps if "
+                "you want to see logs for the training epoch.",
+                category=PossibleUserWarning,
+            )
         interval = trainer.val_check_interval
         if isinstance(interval, float):
             if math.isinf(self.num_training_batches):
@@ -177,25 +201,28 @@ class FitLoop:
         self.num_val_batches = [
             data.limit_batches(dl, trainer.limit_val_batches, "limit_val_batches") for dl in self.val_loaders
         ]
+        self.val_steps_logged = [0] * len(self.val_loaders)  # the loggers' step of each loader's step metrics
 
     @property
     def enable_validation(self) -> bool:
         return bool(self.val_loaders) and sum(self.num_val_batches) > 0
 
     def sanity_check(self) -> None:
+        """A few validation batches before training, with the random state saved and restored around them, so
+        training draws the same numbers with or without it (as in Lightning)."""
         trainer = self.trainer
+        rng_states = collect_rng_states()
         steps = trainer.num_sanity_val_steps
         trainer.state.stage = RunningStage.SANITY_CHECKING
+        stage.reset_metrics(trainer)
         trainer.hooks.call_callbacks("on_sanity_check_start")
         self.load_val_data()
         limits = [n if steps == -1 else min(n, steps) for n in self.num_val_batches]
         evaluation_loop.evaluate(trainer, "validate", self.val_loaders, limits, inside_fit=True)
         trainer.hooks.call_callbacks("on_sanity_check_end")
         trainer.state.stage = RunningStage.TRAINING
-        # what the sanity check logged must not look like a real validation result
-        trainer.callback_metrics.clear()
-        trainer.logged_metrics.clear()
-        trainer.progress_bar_metrics.clear()
+        stage.reset_metrics(trainer)  # what the sanity check logged must not look like a real validation result
+        restore_rng_states(rng_states)
 
     # ================================================================== epochs and batches
     def train_epoch(self) -> None:
@@ -277,7 +304,10 @@ class FitLoop:
             if not accumulating:
                 trainer.hooks.call_module("on_validation_model_zero_grad")
             state.phase = LoopPhase.AFTER_VALIDATION
-            evaluation_loop.evaluate(trainer, "validate", self.val_loaders, self.num_val_batches, inside_fit=True)
+            evaluation_loop.evaluate(
+                trainer, "validate", self.val_loaders, self.num_val_batches, inside_fit=True,
+                steps_logged=self.val_steps_logged,
+            )  # fmt: skip
         self.optimization.update_schedulers("step", plateau=True, accumulating=accumulating)
         if not accumulating:
             state.batches_that_stepped += 1
@@ -315,8 +345,12 @@ class FitLoop:
         if resume is None or resume.phase != LoopPhase.EPOCH_END:
             state.phase = LoopPhase.EPOCH_END
             trainer.results.current_fx = None
+            # the epoch's reductions are what callbacks and the module see here (Lightning's epoch-end view),
+            # including what the module's own hook logs before the monitoring callbacks run
+            self._publish_epoch_metrics()
             hooks.call_callbacks("on_train_epoch_end", monitoring=False)
             hooks.call_module("on_train_epoch_end")
+            self._publish_epoch_metrics()
             hooks.call_callbacks("on_train_epoch_end", monitoring=True)
         else:
             resume.restore_rng()
@@ -330,6 +364,11 @@ class FitLoop:
         state.epoch += 1
         state.batch_idx = 0
         state.phase = LoopPhase.BEFORE_BATCH
+
+    def _publish_epoch_metrics(self) -> None:
+        callback, _, pbar = self.trainer.results.epoch_metrics()
+        self.trainer.callback_metrics.update(callback)
+        self.trainer.progress_bar_metrics.update(pbar)
 
     def _should_validate(self, batch_idx: int, is_last: bool) -> bool:
         trainer = self.trainer
@@ -389,3 +428,14 @@ class FitLoop:
         self.state.batch_idx = self.state.batch_idx * saved_world // world
         if trainer.is_global_zero:
             warnings.warn(f"Resuming on {world} workers instead of {saved_world}: {message}.", stacklevel=2)
+
+
+def _warn_eval_mode_modules(module: torch.nn.Module) -> None:
+    """Lightning trains submodules in the mode the user left them (a frozen backbone stays in eval), and says so."""
+    in_eval = sum(1 for m in module.modules() if not m.training)
+    if in_eval:
+        rank_zero_warn(
+            f"Found {in_eval} module(s) in eval mode at the start of training. This may lead to unexpected behavior "
+            "during training. If this is intentional, you can ignore this warning.",
+            category=PossibleUserWarning,
+        )

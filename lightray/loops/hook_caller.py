@@ -53,7 +53,7 @@ class HookCaller:
             if name.startswith("on_") or name in ("setup", "teardown")
         }
 
-    def call_callbacks(self, name: str, *args: Any, monitoring: bool | None = None) -> None:
+    def call_callbacks(self, name: str, *args: Any, monitoring: bool | None = None, **kwargs: Any) -> None:
         """Call ``name`` on every callback that overrides it; ``monitoring`` picks one group of
         ``on_train_epoch_end`` (see :func:`monitors_epoch_end`)."""
         callbacks = self.callbacks_by_hook.get(name)
@@ -63,7 +63,7 @@ class HookCaller:
         trainer.results.current_fx = name
         for callback in callbacks:
             if monitoring is None or monitors_epoch_end(callback) == monitoring:
-                getattr(callback, name)(trainer, trainer.lightning_module, *args)
+                getattr(callback, name)(trainer, trainer.lightning_module, *args, **kwargs)
 
     def call_module(self, name: str, *args: Any, **kwargs: Any) -> Any:
         if name in self.module_noops:
@@ -76,10 +76,10 @@ class HookCaller:
         self.call_callbacks(name, *args)
         self.call_module(name, *args)
 
-    def call_on(self, owner: Any, name: str, *args: Any) -> Any:
+    def call_on(self, owner: Any, name: str, *args: Any, **kwargs: Any) -> Any:
         """Call a hook of a given owner (the module or the datamodule), with ``self.log`` attributed to it."""
         self.trainer.results.current_fx = name
-        return getattr(owner, name)(*args)
+        return getattr(owner, name)(*args, **kwargs)
 
     def call_data_hook(self, name: str, batch: Any, *args: Any) -> Any:
         """Batch-transfer hooks: the datamodule's when it overrides them, else the module's."""

@@ -20,10 +20,11 @@ def setup(trainer: Trainer, stage: str) -> None:
         if owner is not None and (trainer.local_rank if owner.prepare_data_per_node else trainer.global_rank) == 0:
             hooks.call_on(owner, "prepare_data")
     trainer.strategy.barrier("prepare_data")
+    # Lightning passes the stage by keyword: overrides may name it differently only after a `*`
     if datamodule is not None:
-        datamodule.setup(stage)
-    hooks.call_callbacks("setup", stage)
-    hooks.call_module("setup", stage)
+        hooks.call_on(datamodule, "setup", stage=stage)
+    hooks.call_callbacks("setup", stage=stage)
+    hooks.call_module("setup", stage=stage)
     hooks.call_module("configure_model")
     trainer.strategy.connect(module)  # configure_model may have created parameters
     log_hyperparams(trainer)
@@ -42,18 +43,27 @@ def log_hyperparams(trainer: Trainer) -> None:
 
 def teardown(trainer: Trainer, stage: str) -> None:
     if trainer.datamodule is not None:
-        trainer.datamodule.teardown(stage)
-    trainer.hooks.call_callbacks("teardown", stage)
-    trainer.hooks.call_module("teardown", stage)
+        trainer.hooks.call_on(trainer.datamodule, "teardown", stage=stage)
+    trainer.hooks.call_callbacks("teardown", stage=stage)
+    trainer.hooks.call_module("teardown", stage=stage)
     trainer.strategy.teardown()
 
 
-def send_to_loggers(trainer: Trainer, metrics: dict[str, Any], step: int) -> None:
-    """Record ``metrics`` as logged and hand them to every logger as numbers (with the epoch) at ``step``."""
+def reset_metrics(trainer: Trainer) -> None:
+    """Forget the metrics of a previous stage (or of the sanity check), as Lightning does when a stage starts."""
+    trainer.callback_metrics.clear()
+    trainer.logged_metrics.clear()
+    trainer.progress_bar_metrics.clear()
+
+
+def send_to_loggers(trainer: Trainer, metrics: dict[str, Any], step: int, with_epoch: bool = True) -> None:
+    """Record ``metrics`` as logged and hand them to every logger as numbers at ``step`` (with the epoch, except
+    for evaluation steps, as Lightning logs them)."""
     numbers = to_floats(metrics)
     trainer.logged_metrics.update(metrics)
     if not trainer.loggers:
         return
-    numbers.setdefault("epoch", float(trainer.current_epoch))
+    if with_epoch:
+        numbers.setdefault("epoch", float(trainer.current_epoch))
     for logger in trainer.loggers:
         logger.log_metrics(numbers, step=step)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -129,8 +130,15 @@ def configure_optimizers(trainer: Trainer) -> None:
     from lightray.optimization.optimizer import LightningOptimizer
 
     module = trainer.lightning_module
-    optimizers, schedulers = parse_optimizers(trainer.hooks.call_module("configure_optimizers"))
+    output = trainer.hooks.call_module("configure_optimizers")
+    optimizers, schedulers = parse_optimizers(output)
     if not optimizers:
+        if output is None:
+            warnings.warn(
+                "`LightningModule.configure_optimizers` returned `None`, this fit will run with no optimizer",
+                UserWarning,
+                stacklevel=2,
+            )
         optimizers = [NoOptimizer()]
     if module.automatic_optimization and len(optimizers) > 1:
         raise MisconfigurationError(

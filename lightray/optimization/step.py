@@ -3,6 +3,7 @@ pass with its hooks, the optimizer step, and scheduler stepping. Runs in the tra
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -31,13 +32,40 @@ class StepResult:
         return {"loss": self.closure_loss.detach(), **self.extra}
 
 
+class Closure:
+    """What ``optimizer_step`` receives as ``optimizer_closure`` (Lightning's interface): calling it runs
+    ``training_step``, ``zero_grad`` at the start of an accumulation window, and backward; it returns the loss."""
+
+    def __init__(self, step: Callable[[], StepResult]) -> None:
+        self._step = step
+        self._result: StepResult | None = None
+
+    def closure(self) -> StepResult:
+        self._result = self._step()
+        return self._result
+
+    def __call__(self, *args: Any, **kwargs: Any) -> torch.Tensor | None:
+        loss = self.closure().closure_loss
+        return loss.detach() if loss is not None else None
+
+    def consume_result(self) -> StepResult:
+        """The result of the closure's run (once); an error when ``optimizer_step`` never ran it."""
+        result, self._result = self._result, None
+        if result is None:
+            raise MisconfigurationError(
+                "The optimizer closure was not run: your `optimizer_step` override must call "
+                "`optimizer.step(closure=optimizer_closure)` (or `optimizer_closure()`)."
+            )
+        return result
+
+
 class Optimization:
     """Steps the trainer's optimizers for the fit loop, counting the fit loop's global step."""
 
     def __init__(self, trainer: Trainer) -> None:
         self.trainer = trainer
         self.stepping = False  # whether this batch ends an accumulation window (automatic optimization)
-        self.closure_result: StepResult | None = None
+        self.warned_no_loss = False
 
     @property
     def state(self) -> LoopState:
@@ -50,34 +78,44 @@ class Optimization:
         optimizer = trainer.optimizers[0]
         zero_grad = batch_idx % accumulate == 0
 
-        def closure() -> torch.Tensor | None:
+        def step() -> StepResult:
             trainer.results.current_fx = "training_step"
             with trainer.precision_plugin.forward_context():
                 output = trainer.strategy.training_step(*args)
             result = automatic_result(output, accumulate)
+            if result.closure_loss is None:
+                self._warn_no_loss()
             if zero_grad:
                 hooks.call_callbacks("on_before_zero_grad", optimizer)
                 hooks.call_module("on_before_zero_grad", optimizer)
                 hooks.call_module("optimizer_zero_grad", self.state.epoch, batch_idx, optimizer)
             if result.closure_loss is not None:
                 self.backward(result.closure_loss, optimizer)
-            self.closure_result = result
-            return result.closure_loss.detach() if result.closure_loss is not None else None
+            return result
 
-        self.closure_result = None
+        closure = Closure(step)
         if self.stepping:
             hooks.call_module("optimizer_step", self.state.epoch, batch_idx, trainer.lightning_optimizers[0], closure)
         else:
             with trainer.strategy.block_gradient_sync():
                 closure()
-        result = self.closure_result
-        if result is None:
+        return closure.consume_result().as_output()
+
+    def _warn_no_loss(self) -> None:
+        if self.trainer.world_size > 1:
             raise MisconfigurationError(
-                "The optimizer closure was not run: your `optimizer_step` override must call "
-                "`optimizer.step(closure=optimizer_closure)` (or `optimizer_closure()`)."
+                "`training_step` returned None on a DDP worker: skipping a batch by returning None is not possible "
+                "in distributed training (the other ranks wait for its gradients). Return a loss, e.g. multiplied "
+                "by 0, to skip its effect."
             )
-        self.closure_result = None
-        return result.as_output()
+        if not self.warned_no_loss:
+            self.warned_no_loss = True
+            warnings.warn(
+                "`training_step` returned `None`. If this was on purpose, ignore this warning: the batch is "
+                "skipped (no backward, no optimizer step).",
+                UserWarning,
+                stacklevel=2,
+            )
 
     def manual_step(self, args: tuple) -> dict[str, Any]:
         trainer = self.trainer
@@ -113,7 +151,10 @@ class Optimization:
             hooks.call_module("on_before_optimizer_step", optimizer)
             if trainer.lightning_module.automatic_optimization:
                 hooks.call_module(
-                    "configure_gradient_clipping", optimizer, trainer.gradient_clip_val, trainer.gradient_clip_algorithm
+                    "configure_gradient_clipping",
+                    optimizer,
+                    gradient_clip_val=trainer.gradient_clip_val,
+                    gradient_clip_algorithm=trainer.gradient_clip_algorithm,
                 )
 
         output = trainer.precision_plugin.optimizer_step(optimizer, closure or _no_closure, after_closure, **kwargs)

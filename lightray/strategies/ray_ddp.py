@@ -21,6 +21,7 @@ from torch.utils.data import DataLoader, DistributedSampler, IterableDataset
 from lightray import data
 from lightray.checkpoint import CHECKPOINT_FILE
 from lightray.module import LightningModule
+from lightray.rank_zero import rank_zero_only
 from lightray.seed import global_seed
 from lightray.strategies.strategy import Strategy
 
@@ -54,6 +55,7 @@ class RayDDPStrategy(Strategy):
         self._world_size = context.get_world_size()
         self._local_rank = context.get_local_rank()
         self._node_rank = context.get_node_rank()
+        rank_zero_only.rank = self._rank  # type: ignore[attr-defined]
         self.run_dir = run_dir
         self._planned_world_size = planned_world_size or self._world_size
         self.find_unused_parameters = find_unused_parameters
