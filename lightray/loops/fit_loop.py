@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Iterable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -18,6 +18,7 @@ import torch
 from lightray import checkpoint, data
 from lightray.errors import MisconfigurationError, PossibleUserWarning
 from lightray.loops import evaluation_loop, stage
+from lightray.loops.loop_state import LoopState, ResumePoint, from_lightning_fit_loop, scaled_accumulation
 from lightray.optimization.configure import configure_optimizers
 from lightray.optimization.step import Optimization
 from lightray.rank_zero import rank_zero_debug, rank_zero_info, rank_zero_warn
@@ -26,43 +27,6 @@ from lightray.states import LoopPhase, RunningStage
 
 if TYPE_CHECKING:
     from lightray.trainer import Trainer
-
-
-@dataclass
-class LoopState:
-    """Where training is; saved in checkpoints so a run resumes at the next batch."""
-
-    epoch: int = 0  # epochs completed (== the current epoch's index while it runs)
-    batch_idx: int = 0  # batches completed in the current epoch
-    global_step: int = 0  # optimizer steps taken
-    batches_that_stepped: int = 0  # training batches that ended with an optimizer step (the loggers' step)
-    total_batch_idx: int = 0  # training batches seen over all epochs
-    phase: LoopPhase = LoopPhase.BEFORE_BATCH
-
-
-@dataclass
-class ResumePoint:
-    """A checkpoint's position inside an epoch, and the RNG states to continue with."""
-
-    phase: LoopPhase
-    epoch_start_rng: dict[str, Any]
-    rng_states: dict[str, Any] | None
-
-    def restore_rng(self) -> None:
-        if self.rng_states is not None:
-            restore_rng_states(self.rng_states)
-
-
-def scaled_accumulation(saved_world: int, saved_accumulate: int, world: int, accumulate: int) -> tuple[int, str]:
-    """Elastic training on ``world`` workers instead of ``saved_world``: the accumulation that keeps the global
-    batch size (``accumulate`` unchanged when none does), and what happened, for a warning."""
-    total = saved_world * saved_accumulate
-    if total % world == 0:
-        kept = total // world
-        return kept, f"accumulate_grad_batches {saved_accumulate} -> {kept} keeps the global batch size"
-    return accumulate, (
-        f"the global batch size changes by {world * accumulate}/{total}: {total} is not a multiple of {world} workers"
-    )
 
 
 class FitLoop:
@@ -320,6 +284,15 @@ class FitLoop:
         if resume is None:
             self.epoch_start_rng = {"torch": torch.get_rng_state(), "generators": [g.get_state() for g in generators]}
             return iter(loader)
+        if resume.epoch_start_rng is None:
+            rank_zero_warn(
+                "Resuming from a checkpoint that ended before the epoch ended, without the epoch's data order (a "
+                "Lightning checkpoint): the rest of the epoch reads its data from the first batch again, as Lightning "
+                "does.",
+                category=PossibleUserWarning,
+            )
+            self.epoch_start_rng = {"torch": torch.get_rng_state(), "generators": [g.get_state() for g in generators]}
+            return iter(loader)
         # Draw the interrupted epoch's order again from the RNG state it started with ...
         torch.set_rng_state(resume.epoch_start_rng["torch"])
         for generator, rng in zip(generators, resume.epoch_start_rng["generators"]):
@@ -406,6 +379,8 @@ class FitLoop:
 
     def load_state_dict(self, state: dict[str, Any], rng_states: dict[str, Any] | None) -> None:
         """Continue where the checkpoint was taken: at its next batch, or after its epoch."""
+        if "epoch_progress" in state:  # written by Lightning
+            state = from_lightning_fit_loop(state)
         fields = {name: state[name] for name in asdict(self.state)}
         self.state = LoopState(**{**fields, "phase": LoopPhase(fields["phase"])})
         saved_world = state.get("world_size", self.trainer.world_size)

@@ -15,7 +15,7 @@ from lightray.errors import MisconfigurationError
 from lightray.optimization.configure import LRSchedulerConfig
 
 if TYPE_CHECKING:
-    from lightray.loops.fit_loop import LoopState
+    from lightray.loops.loop_state import LoopState
     from lightray.trainer import Trainer
 
 

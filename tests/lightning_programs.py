@@ -1,0 +1,587 @@
+"""Small programs written the way Lightning's own examples are, runnable on lightray and on Lightning.
+
+Each program is a function ``program(pl, tmp)`` taking the framework package (``lightray`` or
+``pytorch_lightning``) and a fresh folder. It builds its classes from that ``pl``, seeds with
+``pl.seed_everything``, trains on generated tensors (CPU, a few dozen steps), and returns a dict of
+plain values (floats, ints, strings, lists, dicts, tensors) that ``test_same_results`` compares between
+the two frameworks.
+
+Data that a program does not mean to exercise RNG order with is drawn from an explicitly seeded
+``torch.Generator``, so both frameworks see identical inputs. Where RNG order *is* the point
+(shuffled loaders, dropout, data drawn inside ``train_dataloader``, noise drawn in ``training_step``)
+the global RNG is used on purpose, seeded by ``pl.seed_everything``.
+
+Every returned dict has ``losses`` (per training step, recorded in ``training_step``), ``weights``
+(final ``state_dict`` clones), ``global_step``, ``current_epoch`` and ``metrics`` (``callback_metrics``
+as ``{name: float}`` after each stage); some add ``best_checkpoint``, ``test_results``, ``csv``, and
+program-specific entries.
+"""
+
+from __future__ import annotations
+
+import csv
+import importlib
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+import yaml
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset, random_split
+
+COMMON = dict(accelerator="cpu", enable_progress_bar=False, enable_model_summary=False)
+
+
+def _sub(pl: Any, name: str) -> Any:
+    """``pl.callbacks`` / ``pl.loggers``, imported explicitly (``import lightray`` need not import them)."""
+    return importlib.import_module(f"{pl.__name__}.{name}")
+
+
+def _floats(metrics: Any) -> dict[str, float]:
+    return {k: float(v) for k, v in metrics.items()}
+
+
+def _weights(module: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+def _results(results: list[dict[str, Any]]) -> list[dict[str, float]]:
+    return [_floats(r) for r in results]
+
+
+def _basename(path: str | None) -> str | None:
+    return os.path.basename(path) if path else path
+
+
+def _listing(folder: str | os.PathLike) -> list[str]:
+    return sorted(os.listdir(folder)) if os.path.isdir(folder) else []
+
+
+def _read_csv_logger(log_dir: str) -> dict[str, Any]:
+    """``metrics.csv`` as header + rows of ``{column: float | None}``, and ``hparams.yaml`` if written."""
+    out: dict[str, Any] = {"header": None, "rows": None, "hparams": None}
+    path = os.path.join(log_dir, "metrics.csv")
+    if os.path.isfile(path):
+        with open(path, newline="") as f:
+            reader = csv.DictReader(f)
+            out["header"] = list(reader.fieldnames or [])
+            out["rows"] = [{k: (float(v) if v not in ("", None) else None) for k, v in row.items()} for row in reader]
+    hparams = os.path.join(log_dir, "hparams.yaml")
+    if os.path.isfile(hparams):
+        with open(hparams) as f:
+            out["hparams"] = yaml.safe_load(f)
+    return out
+
+
+def _start(pl: Any, seed: int) -> None:
+    torch.set_num_threads(1)
+    pl.seed_everything(seed)
+
+
+# --------------------------------------------------------------------------------------------------
+# 1. autoencoder: plain main, train + val loaders, sanity check on, dropout, CSVLogger
+# --------------------------------------------------------------------------------------------------
+def autoencoder(pl: Any, tmp: Path) -> dict[str, Any]:
+    _start(pl, 42)
+    g = torch.Generator().manual_seed(0)
+    images = torch.rand(96, 1, 4, 4, generator=g)
+    labels = torch.randint(0, 10, (96,), generator=g)
+    train_set = TensorDataset(images[:64], labels[:64])
+    val_set = TensorDataset(images[64:], labels[64:])
+
+    class LitAutoEncoder(pl.LightningModule):
+        def __init__(self, hidden: int = 12, latent: int = 3, lr: float = 1e-2) -> None:
+            super().__init__()
+            self.save_hyperparameters()
+            self.encoder = nn.Sequential(nn.Linear(16, hidden), nn.ReLU(), nn.Dropout(0.2), nn.Linear(hidden, latent))
+            self.decoder = nn.Sequential(nn.Linear(latent, hidden), nn.ReLU(), nn.Linear(hidden, 16))
+            self.losses: list[float] = []
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.encoder(x)
+
+        def _loss(self, batch: Any) -> torch.Tensor:
+            x, _ = batch
+            x = x.view(x.size(0), -1)
+            return F.mse_loss(self.decoder(self.encoder(x)), x)
+
+        def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+            loss = self._loss(batch)
+            self.log("train_loss", loss)
+            self.losses.append(loss.item())
+            return loss
+
+        def validation_step(self, batch: Any, batch_idx: int) -> None:
+            self.log("val_loss", self._loss(batch), prog_bar=True)
+
+        def configure_optimizers(self) -> Any:
+            return torch.optim.Adam(self.parameters(), lr=self.hparams.lr)
+
+    # main(): what a user script does after `if __name__ == "__main__":`
+    model = LitAutoEncoder()
+    train_loader = DataLoader(train_set, batch_size=8, shuffle=True)
+    val_loader = DataLoader(val_set, batch_size=8)
+    logger = _sub(pl, "loggers").CSVLogger(save_dir=str(tmp), name="logs")
+    trainer = pl.Trainer(
+        max_epochs=3, logger=logger, log_every_n_steps=2, default_root_dir=str(tmp), **COMMON
+    )
+    trainer.fit(model, train_loader, val_loader)
+    out: dict[str, Any] = {
+        "losses": list(model.losses),
+        "weights": _weights(model),
+        "global_step": trainer.global_step,
+        "current_epoch": trainer.current_epoch,
+        "metrics": {"fit": _floats(trainer.callback_metrics)},
+        "best_checkpoint": _basename(trainer.checkpoint_callback.best_model_path),
+    }
+    out["validate_results"] = _results(trainer.validate(model, val_loader))
+    out["metrics"]["validate"] = _floats(trainer.callback_metrics)
+    out["csv"] = _read_csv_logger(logger.log_dir)
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# 2. image classifier: LightningDataModule, two ModelCheckpoints, test with ckpt_path="best"
+# --------------------------------------------------------------------------------------------------
+def image_classifier(pl: Any, tmp: Path) -> dict[str, Any]:
+    _start(pl, 7)
+    callbacks = _sub(pl, "callbacks")
+
+    class RandomImagesDataModule(pl.LightningDataModule):
+        """10 classes of noisy 1x8x8 templates; prepare_data "downloads" them to a file, setup splits."""
+
+        def __init__(self, data_dir: str, batch_size: int = 16) -> None:
+            super().__init__()
+            self.data_dir = data_dir
+            self.batch_size = batch_size
+
+        @property
+        def path(self) -> str:
+            return os.path.join(self.data_dir, "images.pt")
+
+        def prepare_data(self) -> None:
+            if os.path.exists(self.path):
+                return
+            g = torch.Generator().manual_seed(123)
+            templates = torch.randn(10, 1, 8, 8, generator=g)
+            labels = torch.randint(0, 10, (256,), generator=g)
+            images = templates[labels] + 0.8 * torch.randn(256, 1, 8, 8, generator=g)
+            os.makedirs(self.data_dir, exist_ok=True)
+            torch.save({"images": images, "labels": labels}, self.path)
+
+        def setup(self, stage: str) -> None:
+            data = torch.load(self.path)
+            full = TensorDataset(data["images"], data["labels"])
+            fit_set, test_set = TensorDataset(*full[:208]), TensorDataset(*full[208:])
+            if stage == "fit":
+                self.train_set, self.val_set = random_split(fit_set, [160, 48], generator=torch.Generator().manual_seed(42))
+            if stage == "test":
+                self.test_set = test_set
+
+        def train_dataloader(self) -> DataLoader:
+            return DataLoader(self.train_set, batch_size=self.batch_size, shuffle=True)
+
+        def val_dataloader(self) -> DataLoader:
+            return DataLoader(self.val_set, batch_size=self.batch_size)
+
+        def test_dataloader(self) -> DataLoader:
+            return DataLoader(self.test_set, batch_size=self.batch_size)
+
+    class LitClassifier(pl.LightningModule):
+        def __init__(self, lr: float = 3e-3) -> None:
+            super().__init__()
+            self.save_hyperparameters()
+            self.net = nn.Sequential(
+                nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                nn.Flatten(), nn.Dropout(0.25), nn.Linear(16 * 2 * 2, 10),
+            )  # fmt: skip
+            self.losses: list[float] = []
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.net(x)
+
+        def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+            x, y = batch
+            loss = F.cross_entropy(self(x), y)
+            self.log("train_loss", loss, on_step=True, on_epoch=True)
+            self.losses.append(loss.item())
+            return loss
+
+        def _evaluate(self, batch: Any, stage: str) -> None:
+            x, y = batch
+            logits = self(x)
+            self.log(f"{stage}_loss", F.cross_entropy(logits, y), prog_bar=True)
+            self.log(f"{stage}_acc", (logits.argmax(dim=1) == y).float().mean(), prog_bar=True)
+
+        def validation_step(self, batch: Any, batch_idx: int) -> None:
+            self._evaluate(batch, "val")
+
+        def test_step(self, batch: Any, batch_idx: int) -> None:
+            self._evaluate(batch, "test")
+
+        def configure_optimizers(self) -> Any:
+            return torch.optim.Adam(self.parameters(), lr=self.hparams.lr)
+
+    dm = RandomImagesDataModule(str(tmp / "data"))
+    model = LitClassifier()
+    best_acc = callbacks.ModelCheckpoint(
+        monitor="val_acc", mode="max", save_top_k=1, filename="best-{epoch:02d}-{val_acc:.3f}"
+    )
+    best_train = callbacks.ModelCheckpoint(
+        monitor="train_loss_epoch", save_top_k=1, filename="train-{epoch}-{train_loss_epoch:.4f}"
+    )
+    trainer = pl.Trainer(
+        max_epochs=4, callbacks=[best_acc, best_train], logger=False, default_root_dir=str(tmp), **COMMON
+    )
+    trainer.fit(model, datamodule=dm)
+    out: dict[str, Any] = {
+        "losses": list(model.losses),
+        "weights": _weights(model),
+        "global_step": trainer.global_step,
+        "current_epoch": trainer.current_epoch,
+        "metrics": {"fit": _floats(trainer.callback_metrics)},
+        "best_checkpoint": _basename(trainer.checkpoint_callback.best_model_path),
+        "checkpoints": [
+            {
+                "best": _basename(cb.best_model_path),
+                "score": None if cb.best_model_score is None else float(cb.best_model_score),
+                "last": _basename(cb.last_model_path) or None,
+            }
+            for cb in (best_acc, best_train)
+        ],
+        "checkpoint_files": _listing(tmp / "checkpoints"),
+    }
+    out["test_results"] = _results(trainer.test(datamodule=dm, ckpt_path="best"))
+    out["metrics"]["test"] = _floats(trainer.callback_metrics)
+    out["weights_after_test"] = _weights(model)
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# 3. transformer language model: data drawn inside train_dataloader, clipping, per-step scheduler
+# --------------------------------------------------------------------------------------------------
+VOCAB, SEQ = 16, 8
+
+
+def _arithmetic_sequences(n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Token sequences ``start + t * stride (mod VOCAB)``: learnable from the previous two tokens."""
+    start = torch.randint(0, VOCAB, (n, 1), generator=generator)
+    stride = torch.randint(1, 4, (n, 1), generator=generator)
+    return (start + stride * torch.arange(SEQ + 1)) % VOCAB
+
+
+def transformer_lm(pl: Any, tmp: Path) -> dict[str, Any]:
+    _start(pl, 1234)
+
+    class TinyTransformerLM(pl.LightningModule):
+        def __init__(self, d_model: int = 16, nhead: int = 2, num_layers: int = 2, lr: float = 3e-3) -> None:
+            super().__init__()
+            self.save_hyperparameters()
+            self.embed = nn.Embedding(VOCAB, d_model)
+            self.pos = nn.Parameter(0.02 * torch.randn(SEQ, d_model))
+            layer = nn.TransformerEncoderLayer(d_model, nhead, dim_feedforward=32, dropout=0.1, batch_first=True)
+            self.encoder = nn.TransformerEncoder(layer, num_layers, enable_nested_tensor=False)
+            self.head = nn.Linear(d_model, VOCAB)
+            self.losses: list[float] = []
+            self.lrs: list[float] = []
+
+        def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+            length = tokens.size(1)
+            mask = nn.Transformer.generate_square_subsequent_mask(length)
+            h = self.encoder(self.embed(tokens) + self.pos[:length], mask=mask, is_causal=True)
+            return self.head(h)
+
+        def _loss(self, batch: Any) -> torch.Tensor:
+            (tokens,) = batch
+            logits = self(tokens[:, :-1])
+            return F.cross_entropy(logits.reshape(-1, VOCAB), tokens[:, 1:].reshape(-1))
+
+        def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+            loss = self._loss(batch)
+            self.log("train_loss", loss, prog_bar=True)
+            self.losses.append(loss.item())
+            self.lrs.append(self.optimizers().param_groups[0]["lr"])
+            return loss
+
+        def validation_step(self, batch: Any, batch_idx: int) -> None:
+            loss = self._loss(batch)
+            self.log("val_loss", loss)
+            self.log("val_ppl", torch.exp(loss))
+
+        def train_dataloader(self) -> DataLoader:
+            # drawn from the global RNG at whatever moment the trainer asks for this loader
+            return DataLoader(TensorDataset(_arithmetic_sequences(64)), batch_size=8, shuffle=True)
+
+        def val_dataloader(self) -> DataLoader:
+            tokens = _arithmetic_sequences(32, torch.Generator().manual_seed(5))
+            return DataLoader(TensorDataset(tokens), batch_size=16)
+
+        def configure_optimizers(self) -> Any:
+            optimizer = torch.optim.AdamW(self.parameters(), lr=self.hparams.lr, weight_decay=0.01)
+            warmup_then_decay = torch.optim.lr_scheduler.LambdaLR(
+                optimizer, lambda step: min(1.0, (step + 1) / 4) * math.exp(-0.02 * step)
+            )
+            return {"optimizer": optimizer, "lr_scheduler": {"scheduler": warmup_then_decay, "interval": "step"}}
+
+    model = TinyTransformerLM()
+    trainer = pl.Trainer(
+        max_epochs=2,
+        gradient_clip_val=0.5,
+        logger=False,
+        enable_checkpointing=False,
+        default_root_dir=str(tmp),
+        **COMMON,
+    )
+    trainer.fit(model)
+    return {
+        "losses": list(model.losses),
+        "lrs_seen_in_training_step": list(model.lrs),
+        "final_lr": trainer.optimizers[0].param_groups[0]["lr"],
+        "weights": _weights(model),
+        "global_step": trainer.global_step,
+        "current_epoch": trainer.current_epoch,
+        "metrics": {"fit": _floats(trainer.callback_metrics)},
+    }
+
+
+# --------------------------------------------------------------------------------------------------
+# 4. LSTM sequence classification: val_check_interval=0.5, EarlyStopping, ModelCheckpoint, CSVLogger
+# --------------------------------------------------------------------------------------------------
+def lstm_early_stopping(pl: Any, tmp: Path) -> dict[str, Any]:
+    _start(pl, 3)
+    callbacks = _sub(pl, "callbacks")
+    g = torch.Generator().manual_seed(11)
+    x = torch.randn(96, 10, 3, generator=g)
+    y = (x[:, :, 0].sum(dim=1) > 0).long()
+    y[64:][torch.rand(32, generator=g) < 0.4] ^= 1  # noisy validation labels: val_loss turns up soon
+    train_set, val_set = TensorDataset(x[:64], y[:64]), TensorDataset(x[64:], y[64:])
+
+    class LSTMClassifier(pl.LightningModule):
+        def __init__(self, hidden: int = 12, lr: float = 2e-2) -> None:
+            super().__init__()
+            self.save_hyperparameters()
+            self.lstm = nn.LSTM(3, hidden, batch_first=True)
+            self.dropout = nn.Dropout(0.2)
+            self.fc = nn.Linear(hidden, 2)
+            self.losses: list[float] = []
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            out, _ = self.lstm(x)
+            return self.fc(self.dropout(out[:, -1]))
+
+        def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+            x, y = batch
+            loss = F.cross_entropy(self(x), y)
+            self.log("train_loss", loss)
+            self.losses.append(loss.item())
+            return loss
+
+        def validation_step(self, batch: Any, batch_idx: int) -> None:
+            x, y = batch
+            logits = self(x)
+            self.log("val_loss", F.cross_entropy(logits, y), prog_bar=True)
+            self.log("val_acc", (logits.argmax(1) == y).float().mean())
+
+        def configure_optimizers(self) -> Any:
+            return torch.optim.Adam(self.parameters(), lr=self.hparams.lr)
+
+    model = LSTMClassifier()
+    early_stopping = callbacks.EarlyStopping(monitor="val_loss", patience=2)
+    checkpoint = callbacks.ModelCheckpoint(monitor="val_loss", save_top_k=1)
+    logger = _sub(pl, "loggers").CSVLogger(save_dir=str(tmp), name="logs")
+    trainer = pl.Trainer(
+        max_epochs=12,
+        val_check_interval=0.5,
+        callbacks=[early_stopping, checkpoint],
+        logger=logger,
+        log_every_n_steps=2,
+        default_root_dir=str(tmp),
+        **COMMON,
+    )
+    trainer.fit(model, DataLoader(train_set, batch_size=8, shuffle=True), DataLoader(val_set, batch_size=16))
+    return {
+        "losses": list(model.losses),
+        "weights": _weights(model),
+        "global_step": trainer.global_step,
+        "current_epoch": trainer.current_epoch,
+        "metrics": {"fit": _floats(trainer.callback_metrics)},
+        "early_stopping": {
+            "stopped_epoch": early_stopping.stopped_epoch,
+            "wait_count": early_stopping.wait_count,
+            "best_score": float(early_stopping.best_score),
+            "should_stop": trainer.should_stop,
+        },
+        "best_checkpoint": _basename(trainer.checkpoint_callback.best_model_path),
+        "best_score": float(checkpoint.best_model_score),
+        "csv": _read_csv_logger(logger.log_dir),
+    }
+
+
+# --------------------------------------------------------------------------------------------------
+# 5. GAN: manual optimization, two optimizers, toggle/untoggle, noise drawn in training_step
+# --------------------------------------------------------------------------------------------------
+def gan_manual_optimization(pl: Any, tmp: Path) -> dict[str, Any]:
+    _start(pl, 2024)
+    g = torch.Generator().manual_seed(99)
+    centers = torch.tensor([[2.0] * 8, [-2.0] * 8])
+    real = centers[torch.randint(0, 2, (64,), generator=g)] + 0.3 * torch.randn(64, 8, generator=g)
+
+    class GAN(pl.LightningModule):
+        def __init__(self, latent_dim: int = 4, lr: float = 2e-3, b1: float = 0.5, b2: float = 0.999) -> None:
+            super().__init__()
+            self.save_hyperparameters()
+            self.automatic_optimization = False
+            self.generator = nn.Sequential(nn.Linear(latent_dim, 16), nn.LeakyReLU(0.2), nn.Linear(16, 8))
+            self.discriminator = nn.Sequential(
+                nn.Linear(8, 16), nn.LeakyReLU(0.2), nn.Dropout(0.1), nn.Linear(16, 1)
+            )
+            self.losses: list[dict[str, float]] = []
+            self.frozen_while_generating: list[list[bool]] = []
+
+        def forward(self, z: torch.Tensor) -> torch.Tensor:
+            return self.generator(z)
+
+        def training_step(self, batch: Any, batch_idx: int) -> None:
+            (imgs,) = batch
+            opt_g, opt_d = self.optimizers()
+            z = torch.randn(imgs.shape[0], self.hparams.latent_dim).type_as(imgs)
+            valid = torch.ones(imgs.size(0), 1).type_as(imgs)
+            fake = torch.zeros(imgs.size(0), 1).type_as(imgs)
+
+            # train generator
+            self.toggle_optimizer(opt_g)
+            self.frozen_while_generating.append([p.requires_grad for p in self.discriminator.parameters()])
+            g_loss = F.binary_cross_entropy_with_logits(self.discriminator(self(z)), valid)
+            self.log("g_loss", g_loss, prog_bar=True)
+            self.manual_backward(g_loss)
+            opt_g.step()
+            opt_g.zero_grad()
+            self.untoggle_optimizer(opt_g)
+
+            # train discriminator
+            self.toggle_optimizer(opt_d)
+            real_loss = F.binary_cross_entropy_with_logits(self.discriminator(imgs), valid)
+            fake_loss = F.binary_cross_entropy_with_logits(self.discriminator(self(z).detach()), fake)
+            d_loss = (real_loss + fake_loss) / 2
+            self.log("d_loss", d_loss, prog_bar=True)
+            self.manual_backward(d_loss)
+            opt_d.step()
+            opt_d.zero_grad()
+            self.untoggle_optimizer(opt_d)
+            self.losses.append({"g_loss": g_loss.item(), "d_loss": d_loss.item()})
+
+        def configure_optimizers(self) -> Any:
+            betas = (self.hparams.b1, self.hparams.b2)
+            opt_g = torch.optim.Adam(self.generator.parameters(), lr=self.hparams.lr, betas=betas)
+            opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=self.hparams.lr, betas=betas)
+            return [opt_g, opt_d], []
+
+    model = GAN()
+    trainer = pl.Trainer(max_epochs=3, logger=False, default_root_dir=str(tmp), **COMMON)
+    trainer.fit(model, DataLoader(TensorDataset(real), batch_size=16, shuffle=True))
+    return {
+        "losses": list(model.losses),
+        "frozen_while_generating": list(model.frozen_while_generating),
+        "requires_grad_after_fit": {n: p.requires_grad for n, p in model.named_parameters()},
+        "weights": _weights(model),
+        "global_step": trainer.global_step,
+        "current_epoch": trainer.current_epoch,
+        "metrics": {"fit": _floats(trainer.callback_metrics)},
+        "best_checkpoint": _basename(trainer.checkpoint_callback.best_model_path),
+    }
+
+
+# --------------------------------------------------------------------------------------------------
+# 6. fine-tune a frozen "pretrained" backbone (BatchNorm + Dropout kept in eval mode)
+# --------------------------------------------------------------------------------------------------
+def _pretrained_backbone() -> nn.Module:
+    """A backbone whose weights and BatchNorm statistics come from a fixed seed, not the caller's RNG."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(1234)
+        backbone = nn.Sequential(
+            nn.Linear(6, 16), nn.BatchNorm1d(16), nn.ReLU(), nn.Dropout(0.3), nn.Linear(16, 8), nn.ReLU()
+        )
+        with torch.no_grad():  # "pretraining": running statistics that differ from the init
+            for _ in range(3):
+                backbone(2.0 * torch.randn(32, 6) + 1.0)
+    return backbone
+
+
+def frozen_backbone_finetune(pl: Any, tmp: Path) -> dict[str, Any]:
+    _start(pl, 5)
+    g = torch.Generator().manual_seed(17)
+    x = 2.0 * torch.randn(112, 6, generator=g) + 1.0
+    y = (x[:, 0] > 1.0).long() + (x[:, 1] > 1.0).long()  # 3 classes
+    train_set, val_set, test_set = (TensorDataset(x[a:b], y[a:b]) for a, b in ((0, 64), (64, 88), (88, 112)))
+
+    class FineTuner(pl.LightningModule):
+        def __init__(self, lr: float = 0.05) -> None:
+            super().__init__()
+            self.backbone = _pretrained_backbone()
+            self.backbone.requires_grad_(False)
+            self.backbone.eval()
+            self.head = nn.Sequential(nn.Dropout(0.2), nn.Linear(8, 3))
+            self.lr = lr
+            self.losses: list[float] = []
+            self.backbone_training: list[bool] = []
+            self.head_training: list[bool] = []
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.head(self.backbone(x))
+
+        def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+            self.backbone_training.append(self.backbone.training)
+            self.head_training.append(self.head.training)
+            x, y = batch
+            loss = F.cross_entropy(self(x), y)
+            self.log("train_loss", loss)
+            self.losses.append(loss.item())
+            return loss
+
+        def _evaluate(self, batch: Any, stage: str) -> None:
+            x, y = batch
+            logits = self(x)
+            self.log(f"{stage}_loss", F.cross_entropy(logits, y))
+            self.log(f"{stage}_acc", (logits.argmax(1) == y).float().mean())
+
+        def validation_step(self, batch: Any, batch_idx: int) -> None:
+            self._evaluate(batch, "val")
+
+        def test_step(self, batch: Any, batch_idx: int) -> None:
+            self._evaluate(batch, "test")
+
+        def configure_optimizers(self) -> Any:
+            trainable = [p for p in self.parameters() if p.requires_grad]
+            return torch.optim.SGD(trainable, lr=self.lr, momentum=0.9)
+
+    model = FineTuner()
+    trainer = pl.Trainer(max_epochs=3, logger=False, enable_checkpointing=False, default_root_dir=str(tmp), **COMMON)
+    trainer.fit(model, DataLoader(train_set, batch_size=8, shuffle=True), DataLoader(val_set, batch_size=8))
+    out: dict[str, Any] = {
+        "losses": list(model.losses),
+        "backbone_training": list(model.backbone_training),
+        "head_training": list(model.head_training),
+        "modes_after_fit": {name or "<root>": m.training for name, m in model.named_modules()},
+        "weights": _weights(model),
+        "global_step": trainer.global_step,
+        "current_epoch": trainer.current_epoch,
+        "metrics": {"fit": _floats(trainer.callback_metrics)},
+    }
+    out["test_results"] = _results(trainer.test(model, DataLoader(test_set, batch_size=8)))
+    out["metrics"]["test"] = _floats(trainer.callback_metrics)
+    out["modes_after_test"] = {name or "<root>": m.training for name, m in model.named_modules()}
+    return out
+
+
+PROGRAMS = {
+    "autoencoder": autoencoder,
+    "image_classifier": image_classifier,
+    "transformer_lm": transformer_lm,
+    "lstm_early_stopping": lstm_early_stopping,
+    "gan_manual_optimization": gan_manual_optimization,
+    "frozen_backbone_finetune": frozen_backbone_finetune,
+}
