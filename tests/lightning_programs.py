@@ -87,10 +87,10 @@ def _start(pl: Any, seed: int) -> None:
 def autoencoder(pl: Any, tmp: Path) -> dict[str, Any]:
     _start(pl, 42)
     g = torch.Generator().manual_seed(0)
-    images = torch.rand(96, 1, 4, 4, generator=g)
-    labels = torch.randint(0, 10, (96,), generator=g)
-    train_set = TensorDataset(images[:64], labels[:64])
-    val_set = TensorDataset(images[64:], labels[64:])
+    images = torch.rand(100, 1, 4, 4, generator=g)
+    labels = torch.randint(0, 10, (100,), generator=g)
+    train_set = TensorDataset(images[:70], labels[:70])  # 9 batches of 8, the last one of 6
+    val_set = TensorDataset(images[70:], labels[70:])  # 30: the last val batch is short too
 
     class LitAutoEncoder(pl.LightningModule):
         def __init__(self, hidden: int = 12, latent: int = 3, lr: float = 1e-2) -> None:
@@ -125,9 +125,7 @@ def autoencoder(pl: Any, tmp: Path) -> dict[str, Any]:
     train_loader = DataLoader(train_set, batch_size=8, shuffle=True)
     val_loader = DataLoader(val_set, batch_size=8)
     logger = _sub(pl, "loggers").CSVLogger(save_dir=str(tmp), name="logs")
-    trainer = pl.Trainer(
-        max_epochs=3, logger=logger, log_every_n_steps=2, default_root_dir=str(tmp), **COMMON
-    )
+    trainer = pl.Trainer(max_epochs=3, logger=logger, log_every_n_steps=2, default_root_dir=str(tmp), **COMMON)
     trainer.fit(model, train_loader, val_loader)
     out: dict[str, Any] = {
         "losses": list(model.losses),
@@ -135,6 +133,8 @@ def autoencoder(pl: Any, tmp: Path) -> dict[str, Any]:
         "global_step": trainer.global_step,
         "current_epoch": trainer.current_epoch,
         "metrics": {"fit": _floats(trainer.callback_metrics)},
+        "logged_metrics": _floats(trainer.logged_metrics),
+        "progress_bar_metrics": _floats(trainer.progress_bar_metrics),
         "best_checkpoint": _basename(trainer.checkpoint_callback.best_model_path),
     }
     out["validate_results"] = _results(trainer.validate(model, val_loader))
@@ -147,6 +147,8 @@ def autoencoder(pl: Any, tmp: Path) -> dict[str, Any]:
 # 2. image classifier: LightningDataModule, two ModelCheckpoints, test with ckpt_path="best"
 # --------------------------------------------------------------------------------------------------
 def image_classifier(pl: Any, tmp: Path) -> dict[str, Any]:
+    from torchmetrics.classification import MulticlassAccuracy
+
     _start(pl, 7)
     callbacks = _sub(pl, "callbacks")
 
@@ -167,17 +169,20 @@ def image_classifier(pl: Any, tmp: Path) -> dict[str, Any]:
                 return
             g = torch.Generator().manual_seed(123)
             templates = torch.randn(10, 1, 8, 8, generator=g)
-            labels = torch.randint(0, 10, (256,), generator=g)
-            images = templates[labels] + 0.8 * torch.randn(256, 1, 8, 8, generator=g)
+            labels = torch.randint(0, 10, (250,), generator=g)
+            images = templates[labels] + 0.8 * torch.randn(250, 1, 8, 8, generator=g)
             os.makedirs(self.data_dir, exist_ok=True)
             torch.save({"images": images, "labels": labels}, self.path)
 
         def setup(self, stage: str) -> None:
             data = torch.load(self.path)
             full = TensorDataset(data["images"], data["labels"])
-            fit_set, test_set = TensorDataset(*full[:208]), TensorDataset(*full[208:])
+            fit_set, test_set = TensorDataset(*full[:200]), TensorDataset(*full[200:])
             if stage == "fit":
-                self.train_set, self.val_set = random_split(fit_set, [160, 48], generator=torch.Generator().manual_seed(42))
+                # 150 / 50 with batches of 16: the last train and val batches are short
+                self.train_set, self.val_set = random_split(
+                    fit_set, [150, 50], generator=torch.Generator().manual_seed(42)
+                )
             if stage == "test":
                 self.test_set = test_set
 
@@ -191,14 +196,17 @@ def image_classifier(pl: Any, tmp: Path) -> dict[str, Any]:
             return DataLoader(self.test_set, batch_size=self.batch_size)
 
     class LitClassifier(pl.LightningModule):
-        def __init__(self, lr: float = 3e-3) -> None:
+        def __init__(self, num_classes: int = 10, lr: float = 3e-2) -> None:
             super().__init__()
             self.save_hyperparameters()
             self.net = nn.Sequential(
                 nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
                 nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-                nn.Flatten(), nn.Dropout(0.25), nn.Linear(16 * 2 * 2, 10),
+                nn.Flatten(), nn.Dropout(0.25), nn.Linear(16 * 2 * 2, num_classes),
             )  # fmt: skip
+            self.train_acc = MulticlassAccuracy(num_classes=num_classes, average="micro")
+            self.val_acc = MulticlassAccuracy(num_classes=num_classes, average="micro")
+            self.test_acc = MulticlassAccuracy(num_classes=num_classes, average="micro")
             self.losses: list[float] = []
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -206,22 +214,27 @@ def image_classifier(pl: Any, tmp: Path) -> dict[str, Any]:
 
         def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
             x, y = batch
-            loss = F.cross_entropy(self(x), y)
+            logits = self(x)
+            loss = F.cross_entropy(logits, y)
+            self.train_acc(logits, y)
             self.log("train_loss", loss, on_step=True, on_epoch=True)
+            self.log("train_acc", self.train_acc, on_step=True, on_epoch=True)
             self.losses.append(loss.item())
             return loss
 
-        def _evaluate(self, batch: Any, stage: str) -> None:
+        def validation_step(self, batch: Any, batch_idx: int) -> None:
             x, y = batch
             logits = self(x)
-            self.log(f"{stage}_loss", F.cross_entropy(logits, y), prog_bar=True)
-            self.log(f"{stage}_acc", (logits.argmax(dim=1) == y).float().mean(), prog_bar=True)
-
-        def validation_step(self, batch: Any, batch_idx: int) -> None:
-            self._evaluate(batch, "val")
+            self.val_acc.update(logits, y)
+            self.log("val_loss", F.cross_entropy(logits, y), prog_bar=True)
+            self.log("val_acc", self.val_acc, prog_bar=True)
 
         def test_step(self, batch: Any, batch_idx: int) -> None:
-            self._evaluate(batch, "test")
+            x, y = batch
+            logits = self(x)
+            self.test_acc(logits, y)
+            self.log("test_loss", F.cross_entropy(logits, y))
+            self.log("test_acc", self.test_acc)
 
         def configure_optimizers(self) -> Any:
             return torch.optim.Adam(self.parameters(), lr=self.hparams.lr)
@@ -244,6 +257,7 @@ def image_classifier(pl: Any, tmp: Path) -> dict[str, Any]:
         "global_step": trainer.global_step,
         "current_epoch": trainer.current_epoch,
         "metrics": {"fit": _floats(trainer.callback_metrics)},
+        "progress_bar_metrics": _floats(trainer.progress_bar_metrics),
         "best_checkpoint": _basename(trainer.checkpoint_callback.best_model_path),
         "checkpoints": [
             {
@@ -255,6 +269,16 @@ def image_classifier(pl: Any, tmp: Path) -> dict[str, Any]:
         ],
         "checkpoint_files": _listing(tmp / "checkpoints"),
     }
+    best_path = trainer.checkpoint_callback.best_model_path
+    saved = torch.load(best_path, map_location="cpu", weights_only=False)
+    out["best_checkpoint_contents"] = {
+        "epoch": saved["epoch"],
+        "global_step": saved["global_step"],
+        "hyper_parameters": dict(saved.get("hyper_parameters", {})),
+        "state_dict": dict(saved["state_dict"]),
+    }
+    restored = LitClassifier.load_from_checkpoint(best_path)
+    out["restored"] = {"hparams": dict(restored.hparams), "weights": _weights(restored)}
     out["test_results"] = _results(trainer.test(datamodule=dm, ckpt_path="best"))
     out["metrics"]["test"] = _floats(trainer.callback_metrics)
     out["weights_after_test"] = _weights(model)
@@ -288,6 +312,7 @@ def transformer_lm(pl: Any, tmp: Path) -> dict[str, Any]:
             self.head = nn.Linear(d_model, VOCAB)
             self.losses: list[float] = []
             self.lrs: list[float] = []
+            self.loads = 0
 
         def forward(self, tokens: torch.Tensor) -> torch.Tensor:
             length = tokens.size(1)
@@ -313,8 +338,10 @@ def transformer_lm(pl: Any, tmp: Path) -> dict[str, Any]:
             self.log("val_ppl", torch.exp(loss))
 
         def train_dataloader(self) -> DataLoader:
-            # drawn from the global RNG at whatever moment the trainer asks for this loader
-            return DataLoader(TensorDataset(_arithmetic_sequences(64)), batch_size=8, shuffle=True)
+            # drawn from the global RNG at whatever moment the trainer asks for this loader (every epoch:
+            # reload_dataloaders_every_n_epochs=1); 60 sequences, so the last batch of 8 is short
+            self.loads += 1
+            return DataLoader(TensorDataset(_arithmetic_sequences(60)), batch_size=8, shuffle=True)
 
         def val_dataloader(self) -> DataLoader:
             tokens = _arithmetic_sequences(32, torch.Generator().manual_seed(5))
@@ -329,7 +356,8 @@ def transformer_lm(pl: Any, tmp: Path) -> dict[str, Any]:
 
     model = TinyTransformerLM()
     trainer = pl.Trainer(
-        max_epochs=2,
+        max_epochs=3,
+        reload_dataloaders_every_n_epochs=1,
         gradient_clip_val=0.5,
         logger=False,
         enable_checkpointing=False,
@@ -341,6 +369,7 @@ def transformer_lm(pl: Any, tmp: Path) -> dict[str, Any]:
         "losses": list(model.losses),
         "lrs_seen_in_training_step": list(model.lrs),
         "final_lr": trainer.optimizers[0].param_groups[0]["lr"],
+        "train_dataloader_calls": model.loads,
         "weights": _weights(model),
         "global_step": trainer.global_step,
         "current_epoch": trainer.current_epoch,
@@ -436,9 +465,7 @@ def gan_manual_optimization(pl: Any, tmp: Path) -> dict[str, Any]:
             self.save_hyperparameters()
             self.automatic_optimization = False
             self.generator = nn.Sequential(nn.Linear(latent_dim, 16), nn.LeakyReLU(0.2), nn.Linear(16, 8))
-            self.discriminator = nn.Sequential(
-                nn.Linear(8, 16), nn.LeakyReLU(0.2), nn.Dropout(0.1), nn.Linear(16, 1)
-            )
+            self.discriminator = nn.Sequential(nn.Linear(8, 16), nn.LeakyReLU(0.2), nn.Dropout(0.1), nn.Linear(16, 1))
             self.losses: list[dict[str, float]] = []
             self.frozen_while_generating: list[list[bool]] = []
 
@@ -458,6 +485,7 @@ def gan_manual_optimization(pl: Any, tmp: Path) -> dict[str, Any]:
             g_loss = F.binary_cross_entropy_with_logits(self.discriminator(self(z)), valid)
             self.log("g_loss", g_loss, prog_bar=True)
             self.manual_backward(g_loss)
+            self.clip_gradients(opt_g, gradient_clip_val=0.5, gradient_clip_algorithm="norm")
             opt_g.step()
             opt_g.zero_grad()
             self.untoggle_optimizer(opt_g)
@@ -467,18 +495,26 @@ def gan_manual_optimization(pl: Any, tmp: Path) -> dict[str, Any]:
             real_loss = F.binary_cross_entropy_with_logits(self.discriminator(imgs), valid)
             fake_loss = F.binary_cross_entropy_with_logits(self.discriminator(self(z).detach()), fake)
             d_loss = (real_loss + fake_loss) / 2
-            self.log("d_loss", d_loss, prog_bar=True)
+            self.log("d_loss", d_loss, prog_bar=True, on_step=True, on_epoch=True)
             self.manual_backward(d_loss)
+            self.clip_gradients(opt_d, gradient_clip_val=0.1, gradient_clip_algorithm="value")
             opt_d.step()
             opt_d.zero_grad()
             self.untoggle_optimizer(opt_d)
             self.losses.append({"g_loss": g_loss.item(), "d_loss": d_loss.item()})
 
+        def on_train_epoch_end(self) -> None:
+            sched_g, sched_d = self.lr_schedulers()
+            sched_g.step()
+            sched_d.step()
+
         def configure_optimizers(self) -> Any:
             betas = (self.hparams.b1, self.hparams.b2)
             opt_g = torch.optim.Adam(self.generator.parameters(), lr=self.hparams.lr, betas=betas)
             opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=self.hparams.lr, betas=betas)
-            return [opt_g, opt_d], []
+            sched_g = torch.optim.lr_scheduler.StepLR(opt_g, step_size=1, gamma=0.7)
+            sched_d = torch.optim.lr_scheduler.ExponentialLR(opt_d, gamma=0.9)
+            return [opt_g, opt_d], [sched_g, sched_d]
 
     model = GAN()
     trainer = pl.Trainer(max_epochs=3, logger=False, default_root_dir=str(tmp), **COMMON)
@@ -487,6 +523,7 @@ def gan_manual_optimization(pl: Any, tmp: Path) -> dict[str, Any]:
         "losses": list(model.losses),
         "frozen_while_generating": list(model.frozen_while_generating),
         "requires_grad_after_fit": {n: p.requires_grad for n, p in model.named_parameters()},
+        "final_lrs": [opt.param_groups[0]["lr"] for opt in trainer.optimizers],
         "weights": _weights(model),
         "global_step": trainer.global_step,
         "current_epoch": trainer.current_epoch,
