@@ -107,15 +107,15 @@ def test_a_frozen_backbone_stays_in_eval_mode_and_modes_survive_each_stage(tmp_p
     assert ours.head.training and not ours.backbone.training  # predict restores the modes it found
 
 
-def test_stages_start_with_zeroed_gradients(tmp_path):
-    for fw in FRAMEWORKS.values():
-        model = make_model(fw)()
-        seen: list[bool] = []
-        model.on_validation_start = lambda m=model: seen.append(all(p.grad is None for p in m.parameters()))
-        for p in model.parameters():
-            p.grad = torch.ones_like(p)
-        fw.Trainer(logger=False, **QUIET).validate(model, loaders()[1], verbose=False)
-        assert seen == [True], fw.__name__
+@pytest.mark.parametrize("fw", FRAMEWORKS.values(), ids=FRAMEWORKS)
+def test_stages_start_with_zeroed_gradients(fw):
+    model = make_model(fw)()
+    seen: list[bool] = []
+    model.on_validation_start = lambda: seen.append(all(p.grad is None for p in model.parameters()))
+    for p in model.parameters():
+        p.grad = torch.ones_like(p)
+    fw.Trainer(logger=False, **QUIET).validate(model, loaders()[1], verbose=False)
+    assert seen == [True]
 
 
 def epoch_end_recorder(fw: Any) -> Any:
@@ -222,45 +222,45 @@ def test_log_calls_lightning_refuses(args, match):
         lightray.Trainer(max_steps=1, logger=False, **QUIET).fit(Bad(), loaders()[0])
 
 
-def test_instance_hooks_are_found_and_a_none_step_is_absent():
-    for fw in FRAMEWORKS.values():
-        model = make_model(fw)()
-        calls: list[str] = []
-        model.on_train_start = lambda: calls.append("on_train_start")
-        model.validation_step = None
-        trainer = fw.Trainer(max_steps=2, logger=False, enable_checkpointing=False, **QUIET)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            trainer.fit(model, *loaders())
-        assert calls == ["on_train_start"] and "val_loss" not in trainer.callback_metrics, fw.__name__
+@pytest.mark.parametrize("fw", FRAMEWORKS.values(), ids=FRAMEWORKS)
+def test_instance_hooks_are_found_and_a_none_step_is_absent(fw):
+    model = make_model(fw)()
+    calls: list[str] = []
+    model.on_train_start = lambda: calls.append("on_train_start")
+    model.validation_step = None
+    trainer = fw.Trainer(max_steps=2, logger=False, enable_checkpointing=False, **QUIET)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        trainer.fit(model, *loaders())
+    assert calls == ["on_train_start"] and "val_loss" not in trainer.callback_metrics
 
 
-def test_hooks_get_keywords_where_lightning_passes_keywords():
-    for fw in FRAMEWORKS.values():
-        received: list[tuple[str, tuple, dict]] = []
+@pytest.mark.parametrize("fw", FRAMEWORKS.values(), ids=FRAMEWORKS)
+def test_hooks_get_keywords_where_lightning_passes_keywords(fw):
+    received: list[tuple[str, tuple, dict]] = []
 
-        class Keywords(make_model(fw)):  # type: ignore[misc]
-            def setup(self, *args: Any, **kwargs: Any) -> None:
-                received.append(("setup", args, dict(kwargs)))
+    class Keywords(make_model(fw)):  # type: ignore[misc]
+        def setup(self, *args: Any, **kwargs: Any) -> None:
+            received.append(("setup", args, dict(kwargs)))
 
-            def teardown(self, *args: Any, **kwargs: Any) -> None:
-                received.append(("teardown", args, dict(kwargs)))
+        def teardown(self, *args: Any, **kwargs: Any) -> None:
+            received.append(("teardown", args, dict(kwargs)))
 
-            def configure_gradient_clipping(self, optimizer: Any, *args: Any, **kwargs: Any) -> None:
-                received.append(("clip", args, dict(kwargs)))
+        def configure_gradient_clipping(self, optimizer: Any, *args: Any, **kwargs: Any) -> None:
+            received.append(("clip", args, dict(kwargs)))
 
-            def optimizer_step(self, epoch: int, batch_idx: int, optimizer: Any, optimizer_closure: Any) -> None:
-                assert callable(optimizer_closure) and hasattr(optimizer_closure, "consume_result")
-                optimizer.step(closure=optimizer_closure)
+        def optimizer_step(self, epoch: int, batch_idx: int, optimizer: Any, optimizer_closure: Any) -> None:
+            assert callable(optimizer_closure) and hasattr(optimizer_closure, "consume_result")
+            optimizer.step(closure=optimizer_closure)
 
-        trainer = fw.Trainer(max_steps=1, logger=False, enable_checkpointing=False, gradient_clip_val=1.0, **QUIET)
-        trainer.fit(Keywords(), loaders()[0])
-        shapes = [(name, len(args), sorted(kwargs)) for name, args, kwargs in received]
-        assert shapes == [
-            ("setup", 0, ["stage"]),
-            ("clip", 0, ["gradient_clip_algorithm", "gradient_clip_val"]),
-            ("teardown", 0, ["stage"]),
-        ], fw.__name__
+    trainer = fw.Trainer(max_steps=1, logger=False, enable_checkpointing=False, gradient_clip_val=1.0, **QUIET)
+    trainer.fit(Keywords(), loaders()[0])
+    shapes = [(name, len(args), sorted(kwargs)) for name, args, kwargs in received]
+    assert shapes == [
+        ("setup", 0, ["stage"]),
+        ("clip", 0, ["gradient_clip_algorithm", "gradient_clip_val"]),
+        ("teardown", 0, ["stage"]),
+    ]
 
 
 def messages(fw: Any, build: Any, **trainer_kwargs: Any) -> tuple[list[str], list[str]]:
