@@ -2,6 +2,7 @@
 
 import logging as _logging
 
+from lightray import callbacks, loggers
 from lightray.callbacks.callback import Callback
 from lightray.datamodule import LightningDataModule
 from lightray.errors import MisconfigurationError
@@ -26,5 +27,7 @@ __all__ = [
     "MisconfigurationError",
     "Trainer",
     "__version__",
+    "callbacks",
+    "loggers",
     "seed_everything",
 ]

@@ -83,6 +83,7 @@ class Trainer(TrainerProperties):
         scaling_config: Any = None,
         run_config: Any = None,
         strategy: str | Strategy = "auto",
+        reload_dataloaders_every_n_epochs: int = 0,
     ) -> None:
         """Configure training; see Lightning's Trainer for the shared arguments.
 
@@ -115,6 +116,7 @@ class Trainer(TrainerProperties):
         self.num_sanity_val_steps = 2 if num_sanity_val_steps is None else num_sanity_val_steps
         self.log_every_n_steps = 50 if log_every_n_steps is None else log_every_n_steps
         self.accumulate_grad_batches = accumulate_grad_batches
+        self.reload_dataloaders_every_n_epochs = reload_dataloaders_every_n_epochs
         self.gradient_clip_val = gradient_clip_val
         self.gradient_clip_algorithm = gradient_clip_algorithm
         self.inference_mode = inference_mode

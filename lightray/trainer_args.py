@@ -53,6 +53,9 @@ def check_arguments(args: dict[str, Any]) -> Checked:
     every = args["check_val_every_n_epoch"]
     if every is not None and (not isinstance(every, int) or every < 1):
         errors.append(f"check_val_every_n_epoch={every!r}: must be an int >= 1 or None")
+    reload_every = args["reload_dataloaders_every_n_epochs"]
+    if not isinstance(reload_every, int) or reload_every < 0:
+        errors.append(f"reload_dataloaders_every_n_epochs={reload_every!r}: must be an int >= 0 (0: load once)")
     accumulate = args["accumulate_grad_batches"]
     if not isinstance(accumulate, int) or accumulate < 1:
         errors.append(f"accumulate_grad_batches={accumulate!r}: must be an int >= 1")

@@ -34,6 +34,7 @@ class TrainerProperties:
     max_steps: int
     max_epochs: int
     accumulate_grad_batches: int
+    reload_dataloaders_every_n_epochs: int
 
     @property
     def on_ray(self) -> bool:

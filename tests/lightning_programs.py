@@ -36,7 +36,7 @@ COMMON = dict(accelerator="cpu", enable_progress_bar=False, enable_model_summary
 
 
 def _sub(pl: Any, name: str) -> Any:
-    """``pl.callbacks`` / ``pl.loggers``, imported explicitly (``import lightray`` need not import them)."""
+    """``pl.callbacks`` / ``pl.loggers``, imported as scripts do (``from pytorch_lightning.loggers import ...``)."""
     return importlib.import_module(f"{pl.__name__}.{name}")
 
 
@@ -74,6 +74,48 @@ def _read_csv_logger(log_dir: str) -> dict[str, Any]:
         with open(hparams) as f:
             out["hparams"] = yaml.safe_load(f)
     return out
+
+
+# the top-level keys Lightning 2.x writes into a checkpoint, and the keys of ModelCheckpoint's saved state
+# (lightray may add its own besides; only Lightning's are compared)
+LIGHTNING_CHECKPOINT_KEYS = (
+    "epoch", "global_step", "pytorch-lightning_version", "state_dict", "loops", "callbacks",
+    "optimizer_states", "lr_schedulers", "hparams_name", "hyper_parameters",
+)  # fmt: skip
+MODEL_CHECKPOINT_STATE_KEYS = (
+    "monitor", "best_model_score", "best_model_path", "current_score", "dirpath", "best_k_models",
+    "kth_best_model_path", "kth_value", "last_model_path",
+)  # fmt: skip
+
+
+def _plain_state(value: Any) -> Any:
+    """A callback's checkpoint state with paths reduced to file names and tensors to floats."""
+    if isinstance(value, dict):
+        return {_plain_state(k): _plain_state(v) for k, v in value.items()}
+    if isinstance(value, torch.Tensor):
+        return float(value)
+    if isinstance(value, str) and os.sep in value:
+        return os.path.basename(value)
+    return value
+
+
+def _checkpoint_summary(path: str) -> dict[str, Any]:
+    saved = torch.load(path, map_location="cpu", weights_only=False)
+    return {
+        "lightning_keys": [k for k in LIGHTNING_CHECKPOINT_KEYS if k in saved],
+        "epoch": saved.get("epoch"),
+        "global_step": saved.get("global_step"),
+        "hparams_name": saved.get("hparams_name"),
+        "hyper_parameters": dict(saved.get("hyper_parameters", {})),
+        "state_dict": dict(saved.get("state_dict", {})),
+        "optimizer_states": [
+            {"state": opt["state"], "param_groups": opt["param_groups"]} for opt in saved.get("optimizer_states", [])
+        ],
+        "callbacks": {
+            name: {k: _plain_state(v) for k, v in state.items() if k in MODEL_CHECKPOINT_STATE_KEYS}
+            for name, state in saved.get("callbacks", {}).items()
+        },
+    }
 
 
 def _start(pl: Any, seed: int) -> None:
@@ -117,6 +159,10 @@ def autoencoder(pl: Any, tmp: Path) -> dict[str, Any]:
         def validation_step(self, batch: Any, batch_idx: int) -> None:
             self.log("val_loss", self._loss(batch), prog_bar=True)
 
+        def predict_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+            x, _ = batch
+            return self.decoder(self.encoder(x.view(x.size(0), -1)))
+
         def configure_optimizers(self) -> Any:
             return torch.optim.Adam(self.parameters(), lr=self.hparams.lr)
 
@@ -139,6 +185,8 @@ def autoencoder(pl: Any, tmp: Path) -> dict[str, Any]:
     }
     out["validate_results"] = _results(trainer.validate(model, val_loader))
     out["metrics"]["validate"] = _floats(trainer.callback_metrics)
+    out["predictions"] = torch.cat(trainer.predict(model, val_loader))
+    out["metrics"]["predict"] = _floats(trainer.callback_metrics)
     out["csv"] = _read_csv_logger(logger.log_dir)
     return out
 
@@ -270,13 +318,7 @@ def image_classifier(pl: Any, tmp: Path) -> dict[str, Any]:
         "checkpoint_files": _listing(tmp / "checkpoints"),
     }
     best_path = trainer.checkpoint_callback.best_model_path
-    saved = torch.load(best_path, map_location="cpu", weights_only=False)
-    out["best_checkpoint_contents"] = {
-        "epoch": saved["epoch"],
-        "global_step": saved["global_step"],
-        "hyper_parameters": dict(saved.get("hyper_parameters", {})),
-        "state_dict": dict(saved["state_dict"]),
-    }
+    out["best_checkpoint_contents"] = _checkpoint_summary(best_path)
     restored = LitClassifier.load_from_checkpoint(best_path)
     out["restored"] = {"hparams": dict(restored.hparams), "weights": _weights(restored)}
     out["test_results"] = _results(trainer.test(datamodule=dm, ckpt_path="best"))

@@ -79,9 +79,19 @@ class StopAfter(pl.Callback):
             raise KeyboardInterrupt("stopped on purpose")
 
 
-def train(tmp_path, manual: bool, ckpt_path=None, stop_at=None, every=3, **trainer_kwargs):
+class DrawingNet(Net):
+    """Draws random numbers in hooks between its loader's set-up and the epoch's first batch."""
+
+    def on_train_start(self):
+        torch.rand(3)
+
+    def on_train_epoch_start(self):
+        torch.rand(2)
+
+
+def train(tmp_path, manual: bool, ckpt_path=None, stop_at=None, every=3, net=Net, **trainer_kwargs):
     pl.seed_everything(7)
-    model = Net(manual=manual)
+    model = net(manual=manual)
     checkpoints = ModelCheckpoint(dirpath=tmp_path / "ckpts", every_n_train_steps=every, save_top_k=-1,
                                   save_last=True)  # fmt: skip
     callbacks = [checkpoints] + ([StopAfter(stop_at)] if stop_at else [])
@@ -127,15 +137,16 @@ def test_stopped_and_resumed_run_ends_bit_identical(tmp_path, manual, trainer_kw
     assert trainer.optimizers[0].param_groups[0]["lr"] == full_trainer.optimizers[0].param_groups[0]["lr"]
 
 
-def test_resume_from_every_checkpoint_of_a_run(tmp_path):
+@pytest.mark.parametrize("net", [Net, DrawingNet])
+def test_resume_from_every_checkpoint_of_a_run(tmp_path, net):
     """Whichever checkpoint a run resumes from, it ends where the uninterrupted run ended."""
-    full, _ = train(tmp_path / "full", manual=False, every=4, val_check_interval=0.5)
+    full, _ = train(tmp_path / "full", manual=False, every=4, val_check_interval=0.5, net=net)
     folder = tmp_path / "full" / "ckpts"
     paths = sorted(p for p in os.listdir(folder) if p.startswith("epoch"))
     assert len(paths) >= 6
     for name in paths:
         resumed, _ = train(tmp_path / name, manual=False, ckpt_path=str(folder / name), every=4,
-                           val_check_interval=0.5)  # fmt: skip
+                           val_check_interval=0.5, net=net)  # fmt: skip
         for a, b in zip(full.state_dict().values(), resumed.state_dict().values()):
             assert torch.equal(a, b), name
 

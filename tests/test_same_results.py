@@ -4,7 +4,8 @@ on pytorch-lightning, and everything it returns must agree.
 Compared per program: global_step and current_epoch, the loss of every training step (atol 1e-5), the
 final weights (atol 1e-5), ``trainer.callback_metrics`` after each stage (same keys, values within 1e-5),
 the best checkpoint's file name, the test/validate results, and every program-specific value (logged
-CSV files, checkpoint contents, module modes, learning rates, early-stopping state, ...).
+CSV files, checkpoint contents, module modes, learning rates, early-stopping state, ...). A failure lists
+every difference found, the most telling first.
 """
 
 from __future__ import annotations
@@ -22,11 +23,12 @@ pl = pytest.importorskip("pytorch_lightning", reason="comparison tests need the 
 
 ATOL = 1e-5
 
-# compared first, in this order, so a failure names the most telling difference; then everything else
+# compared first, in this order, so the list of differences starts with the most telling; then the rest
 ORDER = ["global_step", "current_epoch", "losses", "weights", "metrics", "best_checkpoint", "test_results"]
 
 
-def _first_loss_difference(ours: list[Any], theirs: list[Any]) -> str | None:
+def first_loss_difference(ours: list[Any], theirs: list[Any]) -> str | None:
+    """Where the per-step training losses first differ (a step's losses may be a dict, e.g. g/d losses)."""
     for step, (a, b) in enumerate(zip(ours, theirs)):
         a_values = a if isinstance(a, dict) else {"loss": a}
         b_values = b if isinstance(b, dict) else {"loss": b}
@@ -40,40 +42,56 @@ def _first_loss_difference(ours: list[Any], theirs: list[Any]) -> str | None:
     return None
 
 
-def assert_same(ours: Any, theirs: Any, where: str) -> None:
-    """``ours`` (lightray) equals ``theirs`` (Lightning): floats and tensors within ATOL, the rest exactly."""
+def differences(ours: Any, theirs: Any, where: str, found: list[str]) -> list[str]:
+    """Append to ``found`` where ``ours`` (lightray) differs from ``theirs`` (Lightning).
+
+    Floats and tensors must agree within ATOL, everything else exactly; dicts need the same keys.
+    """
     if isinstance(theirs, dict):
-        assert isinstance(ours, dict), f"{where}: lightray gave {type(ours).__name__}, Lightning a dict"
-        missing, extra = sorted(set(theirs) - set(ours)), sorted(set(ours) - set(theirs))
-        assert not missing and not extra, f"{where}: keys missing in lightray {missing}, only in lightray {extra}"
+        if not isinstance(ours, dict):
+            found.append(f"{where}: lightray gave {ours!r}, Lightning a dict")
+            return found
+        missing, extra = sorted(set(theirs) - set(ours), key=str), sorted(set(ours) - set(theirs), key=str)
+        if missing or extra:
+            found.append(f"{where}: keys missing in lightray {missing}, only in lightray {extra}")
         for key in theirs:
-            assert_same(ours[key], theirs[key], f"{where}[{key!r}]")
+            if key in ours:
+                differences(ours[key], theirs[key], f"{where}[{key!r}]", found)
     elif isinstance(theirs, list | tuple):
-        assert isinstance(ours, list | tuple), f"{where}: lightray gave {ours!r}, Lightning {theirs!r}"
-        assert len(ours) == len(theirs), f"{where}: lightray has {len(ours)} items, Lightning {len(theirs)}"
+        if not isinstance(ours, list | tuple):
+            found.append(f"{where}: lightray gave {ours!r}, Lightning {theirs!r}")
+            return found
+        if len(ours) != len(theirs):
+            found.append(f"{where}: lightray has {len(ours)} items, Lightning {len(theirs)}")
         for i, (a, b) in enumerate(zip(ours, theirs)):
-            assert_same(a, b, f"{where}[{i}]")
+            differences(a, b, f"{where}[{i}]", found)
     elif isinstance(theirs, torch.Tensor):
-        assert isinstance(ours, torch.Tensor), f"{where}: lightray gave {ours!r}, Lightning a tensor"
-        torch.testing.assert_close(ours, theirs, atol=ATOL, rtol=0, msg=lambda m: f"{where}: {m}")
-    elif isinstance(theirs, float) and not isinstance(ours, bool):
-        assert isinstance(ours, int | float), f"{where}: lightray gave {ours!r}, Lightning {theirs!r}"
-        assert ours == pytest.approx(theirs, abs=ATOL, nan_ok=True), f"{where}: lightray {ours!r}, Lightning {theirs!r}"
-    else:
-        assert ours == theirs, f"{where}: lightray {ours!r}, Lightning {theirs!r}"
+        if not isinstance(ours, torch.Tensor) or ours.shape != theirs.shape or ours.dtype != theirs.dtype:
+            found.append(f"{where}: lightray gave {ours!r}, Lightning {theirs!r}")
+        elif theirs.numel() and not torch.allclose(ours, theirs, atol=ATOL, rtol=0, equal_nan=True):
+            worst = (ours.double() - theirs.double()).abs().max().item()
+            found.append(f"{where}: tensors differ, max abs difference {worst:.3g}")
+    elif isinstance(theirs, float) and isinstance(ours, int | float) and not isinstance(ours, bool):
+        if ours != pytest.approx(theirs, abs=ATOL, nan_ok=True):
+            found.append(f"{where}: lightray {ours!r}, Lightning {theirs!r}")
+    elif ours != theirs or type(ours) is not type(theirs):
+        found.append(f"{where}: lightray {ours!r}, Lightning {theirs!r}")
+    return found
 
 
 @pytest.mark.parametrize("program", list(PROGRAMS))
 def test_same_results_as_lightning(program: str, tmp_path: Path) -> None:
     theirs = PROGRAMS[program](pl, tmp_path / "lightning")
     ours = PROGRAMS[program](lightray, tmp_path / "lightray")
-
     assert len(theirs["losses"]) > 0
-    assert ours.keys() == theirs.keys()
-    assert ours["global_step"] == theirs["global_step"], "global_step"
-    assert ours["current_epoch"] == theirs["current_epoch"], "current_epoch"
-    difference = _first_loss_difference(ours["losses"], theirs["losses"])
-    assert difference is None, f"training losses differ first at {difference}"
-    for key in ORDER + sorted(set(theirs) - set(ORDER)):
-        if key in theirs:
-            assert_same(ours[key], theirs[key], key)
+
+    found: list[str] = []
+    loss_difference = first_loss_difference(ours["losses"], theirs["losses"])
+    if loss_difference:
+        found.append(f"training losses differ first at {loss_difference}")
+    for key in [k for k in ORDER if k in theirs] + sorted(set(theirs) - set(ORDER)):
+        if key not in ours:
+            found.append(f"{key}: lightray's run returned none")
+        else:
+            differences(ours[key], theirs[key], key, found)
+    assert not found, f"{len(found)} difference(s) from Lightning:\n" + "\n".join(found[:40])

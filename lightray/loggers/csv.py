@@ -37,7 +37,7 @@ class CSVLogger(FolderLogger):
             write_hparams_yaml(self.log_dir, self._hparams)
         if self._rows:
             with open(os.path.join(self.log_dir, "metrics.csv"), "w", newline="") as f:
-                writer = csv.DictWriter(f, fieldnames=self._columns)
+                writer = csv.DictWriter(f, fieldnames=sorted(self._columns))  # Lightning's column order
                 writer.writeheader()
                 writer.writerows(self._rows)
 

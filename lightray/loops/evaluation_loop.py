@@ -105,12 +105,12 @@ def evaluate(
     if not sanity_checking:
         trainer.callback_metrics.update(callback)
         trainer.progress_bar_metrics.update(pbar)
-        if logged:
-            step = trainer.fit_loop.state.batches_that_stepped if inside_fit else trainer.current_epoch
-            stage_hooks.send_to_loggers(trainer, logged, step=step)
+        if logged:  # at the loggers' training step, as Lightning logs them (also in validate/test after a fit)
+            stage_hooks.send_to_loggers(trainer, logged, step=trainer.fit_loop.state.batches_that_stepped)
         numbers = to_floats(logged)
         per_loader = [_metrics_of_loader(numbers, i, len(loaders)) for i in range(len(loaders))]
     hooks.call_hook(f"on_{prefix}_end")
+    trainer.results.reset()  # torchmetrics logged here start the next pass empty
     if is_overridden(module, f"on_{prefix}_model_train", LightningModule):
         hooks.call_module(f"on_{prefix}_model_train")
     else:

@@ -14,6 +14,7 @@ from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
 import torch
+from torch.utils.data import DataLoader
 
 from lightray import checkpoint, data
 from lightray.errors import MisconfigurationError, PossibleUserWarning
@@ -49,7 +50,9 @@ class FitLoop:
         self.num_val_batches: list[float] = []
         self.val_check_batch: float = math.inf
         self.val_steps_logged: list[int] = []
+        self.train_loaded_epoch = self.val_loaded_epoch = 0  # when the loaders were last loaded
         self.resume: ResumePoint | None = None
+        self.early_iterator: Iterator | None = None
         self.epoch_start_rng: dict[str, Any] = {}
 
     # ================================================================== fit
@@ -121,6 +124,12 @@ class FitLoop:
                 "DataLoader (e.g. a ConcatDataset) or iterate them yourself in one IterableDataset."
             )
         self.train_loader = data.make_resumable(data.for_this_process(loader, trainer))
+        self.train_loaded_epoch = self.state.epoch
+        if isinstance(self.train_loader, DataLoader) and self.resume is None:
+            # Lightning makes the iterator as soon as the loader is set up (drawing its seed before the epoch's
+            # hooks); its first epoch reads that one, later epochs make their own
+            self.epoch_start_rng = _rng_of(data.generators(self.train_loader))
+            self.early_iterator = iter(self.train_loader)
         self.num_training_batches = data.limit_batches(
             self.train_loader, trainer.limit_train_batches, "limit_train_batches"
         )
@@ -166,6 +175,7 @@ class FitLoop:
             data.limit_batches(dl, trainer.limit_val_batches, "limit_val_batches") for dl in self.val_loaders
         ]
         self.val_steps_logged = [0] * len(self.val_loaders)  # the loggers' step of each loader's step metrics
+        self.val_loaded_epoch = self.state.epoch
 
     @property
     def enable_validation(self) -> bool:
@@ -192,6 +202,9 @@ class FitLoop:
     def train_epoch(self) -> None:
         """One training epoch; after a resume, the rest of the interrupted one."""
         resume, self.resume = self.resume, None
+        if resume is None and self._reload_due(self.train_loaded_epoch):
+            self.train_loader = None
+            self.setup_data()  # before on_train_epoch_start, as Lightning reloads
         if resume is None or resume.phase != LoopPhase.EPOCH_END:
             self._train_batches(resume)
         self._end_epoch(resume)
@@ -267,6 +280,9 @@ class FitLoop:
         if not validated and self._should_validate(batch_idx, is_last):
             if not accumulating:
                 trainer.hooks.call_module("on_validation_model_zero_grad")
+            if self._reload_due(self.val_loaded_epoch):
+                self.val_loaders = []
+                self.load_val_data()
             state.phase = LoopPhase.AFTER_VALIDATION
             evaluation_loop.evaluate(
                 trainer, "validate", self.val_loaders, self.num_val_batches, inside_fit=True,
@@ -281,8 +297,14 @@ class FitLoop:
     def _epoch_iterator(self, loader: Iterable, resume: ResumePoint | None) -> Iterator:
         """``iter(loader)``; on resume, the interrupted epoch's order from its next batch on."""
         generators = data.generators(loader)
+        early, self.early_iterator = self.early_iterator, None
         if resume is None:
-            self.epoch_start_rng = {"torch": torch.get_rng_state(), "generators": [g.get_state() for g in generators]}
+            if early is not None and self.state.epoch == 0:
+                # the first epoch reads the iterator made when its loader was set up; its sampler draws from the
+                # state of now (hooks may have drawn since), which a resumed epoch must draw from too
+                self.epoch_start_rng["first_batch"] = torch.get_rng_state()
+                return early
+            self.epoch_start_rng = _rng_of(generators)
             return iter(loader)
         if resume.epoch_start_rng is None:
             rank_zero_warn(
@@ -291,7 +313,7 @@ class FitLoop:
                 "does.",
                 category=PossibleUserWarning,
             )
-            self.epoch_start_rng = {"torch": torch.get_rng_state(), "generators": [g.get_state() for g in generators]}
+            self.epoch_start_rng = _rng_of(generators)
             return iter(loader)
         # Draw the interrupted epoch's order again from the RNG state it started with ...
         torch.set_rng_state(resume.epoch_start_rng["torch"])
@@ -300,12 +322,17 @@ class FitLoop:
         self.epoch_start_rng = resume.epoch_start_rng
         skip = self.state.batch_idx
         sampler = getattr(loader, "batch_sampler", None)
+        first_batch_rng = resume.epoch_start_rng.get("first_batch")
         if isinstance(sampler, data.ResumableBatchSampler):
             sampler.skip_next(skip)  # skip consumed batches without loading them
             iterator = iter(loader)
+            if first_batch_rng is not None:
+                torch.set_rng_state(first_batch_rng)
             sampler.advance()
         else:
             iterator = iter(loader)
+            if first_batch_rng is not None:
+                torch.set_rng_state(first_batch_rng)
             for _ in range(skip):  # a loader we cannot rebuild: read and drop what the interrupted run consumed
                 next(iterator, None)
         # ... then continue with the RNG state of the moment the checkpoint was taken
@@ -338,6 +365,10 @@ class FitLoop:
         state.batch_idx = 0
         state.phase = LoopPhase.BEFORE_BATCH
 
+    def _reload_due(self, loaded_epoch: int) -> bool:
+        every = self.trainer.reload_dataloaders_every_n_epochs
+        return bool(every) and self.state.epoch - loaded_epoch >= every
+
     def _publish_epoch_metrics(self) -> None:
         callback, _, pbar = self.trainer.results.epoch_metrics()
         self.trainer.callback_metrics.update(callback)
@@ -366,6 +397,8 @@ class FitLoop:
         log_now = (self.state.batches_that_stepped + 1) % trainer.log_every_n_steps == 0 or trainer.should_stop
         if logged and log_now:
             stage.send_to_loggers(trainer, logged, step=self.state.batches_that_stepped)
+        elif logged:
+            trainer.logged_metrics.update(logged)  # every step, as Lightning's, though the loggers see every n-th
 
     # ================================================================== state for checkpoints
     def state_dict(self) -> dict[str, Any]:
@@ -414,3 +447,8 @@ def _warn_eval_mode_modules(module: torch.nn.Module) -> None:
             "during training. If this is intentional, you can ignore this warning.",
             category=PossibleUserWarning,
         )
+
+
+def _rng_of(generators: list[torch.Generator]) -> dict[str, Any]:
+    """The RNG state an epoch's data order is drawn from (saved so a resumed epoch draws the same order)."""
+    return {"torch": torch.get_rng_state(), "generators": [g.get_state() for g in generators]}
