@@ -1,8 +1,9 @@
 """Modules and callbacks that record every hook call, built the same way on lightray and on Lightning.
 
 ``make_recorder(pl)`` takes a package exposing ``LightningModule`` and ``Callback`` (``lightray`` or
-``pytorch_lightning``) and returns classes whose hooks append their names to a shared list, so the
-two frameworks can be run on the same program and their call sequences compared.
+``pytorch_lightning``) and returns classes whose hooks append their names, with how many positional
+arguments and which keywords they got, to a shared list, so the two frameworks can be run on the same
+program and their call sequences compared.
 """
 
 from __future__ import annotations
@@ -48,7 +49,9 @@ CALLBACK_HOOKS = [
 
 def _recording(name: str, prefix: str, base: type) -> Any:
     def hook(self: Any, *args: Any, **kwargs: Any) -> Any:
-        self.calls.append(prefix + name)
+        # how the hook was called matters too: overrides with other parameter names break on keywords
+        keywords = "".join(f", {k}=" for k in sorted(kwargs))
+        self.calls.append(f"{prefix}{name}({len(args)} args{keywords})")
         return getattr(base, name)(self, *args, **kwargs)
 
     hook.__name__ = name

@@ -91,3 +91,32 @@ def test_same_hooks_as_lightning_outside_fit(stage: str) -> None:
         assert our_out[0].keys() == their_out[0].keys()
         for key in their_out[0]:
             assert our_out[0][key] == pytest.approx(their_out[0][key], abs=1e-6)
+
+
+def test_same_hooks_as_lightning_without_sanity_check_and_when_resuming(tmp_path) -> None:
+    """Hooks (and their arguments) of a fit without sanity check, and of a fit resumed from its own checkpoint."""
+    results = {}
+    for framework in (lightray, pl):
+        name = framework.__name__
+        model_cls = make_compare_model(framework)
+        torch.manual_seed(0)
+        first = model_cls([], optim="adam", sched="steplr")
+        trainer = framework.Trainer(max_epochs=1, num_sanity_val_steps=0, default_root_dir=tmp_path / name,
+                                    logger=False, enable_progress_bar=False, enable_model_summary=False)  # fmt: skip
+        trainer.fit(first)
+        path = trainer.checkpoint_callback.best_model_path
+        calls: list[str] = []
+        _, RecordingCallback = make_recorder(framework)
+        callback = RecordingCallback()
+        callback.calls = calls
+        torch.manual_seed(0)
+        resumed = model_cls(calls, optim="adam", sched="steplr")
+        trainer = framework.Trainer(max_epochs=2, callbacks=[callback], **QUIET)
+        trainer.fit(resumed, ckpt_path=path)
+        results[name] = (calls, first.calls, resumed.state_dict(), trainer.global_step)
+    (ours, our_first, our_weights, our_step), (theirs, their_first, their_weights, their_step) = results.values()
+    assert our_first == their_first and "on_sanity_check_start" not in str(our_first)
+    assert ours == theirs and any(c.startswith("on_load_checkpoint") for c in ours)
+    assert our_step == their_step
+    for key, value in their_weights.items():
+        torch.testing.assert_close(our_weights[key], value, atol=1e-5, rtol=0)

@@ -19,7 +19,14 @@ from torch.utils.data import DataLoader
 from lightray import checkpoint, data
 from lightray.errors import MisconfigurationError, PossibleUserWarning
 from lightray.loops import evaluation_loop, stage
-from lightray.loops.loop_state import LoopState, ResumePoint, from_lightning_fit_loop, scaled_accumulation
+from lightray.loops.loop_state import (
+    LoopState,
+    ResumePoint,
+    epoch_iterator,
+    from_lightning_fit_loop,
+    rng_of,
+    scaled_accumulation,
+)
 from lightray.optimization.configure import configure_optimizers
 from lightray.optimization.step import Optimization
 from lightray.rank_zero import rank_zero_debug, rank_zero_info, rank_zero_warn
@@ -128,7 +135,7 @@ class FitLoop:
         if isinstance(self.train_loader, DataLoader) and self.resume is None:
             # Lightning makes the iterator as soon as the loader is set up (drawing its seed before the epoch's
             # hooks); its first epoch reads that one, later epochs make their own
-            self.epoch_start_rng = _rng_of(data.generators(self.train_loader))
+            self.epoch_start_rng = rng_of(data.generators(self.train_loader))
             self.early_iterator = iter(self.train_loader)
         self.num_training_batches = data.limit_batches(
             self.train_loader, trainer.limit_train_batches, "limit_train_batches"
@@ -221,7 +228,7 @@ class FitLoop:
             state.phase = LoopPhase.BEFORE_BATCH
             self.trainer.results.reset()
             self.trainer.hooks.call_hook("on_train_epoch_start")
-        iterator = self._epoch_iterator(loader, resume)
+        iterator = epoch_iterator(self, loader, resume)
         try:
             self._run_batches(iterator, resume)
         finally:
@@ -293,51 +300,6 @@ class FitLoop:
             state.batches_that_stepped += 1
         state.phase = LoopPhase.BEFORE_BATCH
         return self.max_steps_reached() or (trainer.should_stop and self.can_stop_early())
-
-    def _epoch_iterator(self, loader: Iterable, resume: ResumePoint | None) -> Iterator:
-        """``iter(loader)``; on resume, the interrupted epoch's order from its next batch on."""
-        generators = data.generators(loader)
-        early, self.early_iterator = self.early_iterator, None
-        if resume is None:
-            if early is not None and self.state.epoch == 0:
-                # the first epoch reads the iterator made when its loader was set up; its sampler draws from the
-                # state of now (hooks may have drawn since), which a resumed epoch must draw from too
-                self.epoch_start_rng["first_batch"] = torch.get_rng_state()
-                return early
-            self.epoch_start_rng = _rng_of(generators)
-            return iter(loader)
-        if resume.epoch_start_rng is None:
-            rank_zero_warn(
-                "Resuming from a checkpoint that ended before the epoch ended, without the epoch's data order (a "
-                "Lightning checkpoint): the rest of the epoch reads its data from the first batch again, as Lightning "
-                "does.",
-                category=PossibleUserWarning,
-            )
-            self.epoch_start_rng = _rng_of(generators)
-            return iter(loader)
-        # Draw the interrupted epoch's order again from the RNG state it started with ...
-        torch.set_rng_state(resume.epoch_start_rng["torch"])
-        for generator, rng in zip(generators, resume.epoch_start_rng["generators"]):
-            generator.set_state(rng)
-        self.epoch_start_rng = resume.epoch_start_rng
-        skip = self.state.batch_idx
-        sampler = getattr(loader, "batch_sampler", None)
-        first_batch_rng = resume.epoch_start_rng.get("first_batch")
-        if isinstance(sampler, data.ResumableBatchSampler):
-            sampler.skip_next(skip)  # skip consumed batches without loading them
-            iterator = iter(loader)
-            if first_batch_rng is not None:
-                torch.set_rng_state(first_batch_rng)
-            sampler.advance()
-        else:
-            iterator = iter(loader)
-            if first_batch_rng is not None:
-                torch.set_rng_state(first_batch_rng)
-            for _ in range(skip):  # a loader we cannot rebuild: read and drop what the interrupted run consumed
-                next(iterator, None)
-        # ... then continue with the RNG state of the moment the checkpoint was taken
-        resume.restore_rng()
-        return iterator
 
     def _end_epoch(self, resume: ResumePoint | None) -> None:
         trainer, state, hooks = self.trainer, self.state, self.trainer.hooks
@@ -447,8 +409,3 @@ def _warn_eval_mode_modules(module: torch.nn.Module) -> None:
             "during training. If this is intentional, you can ignore this warning.",
             category=PossibleUserWarning,
         )
-
-
-def _rng_of(generators: list[torch.Generator]) -> dict[str, Any]:
-    """The RNG state an epoch's data order is drawn from (saved so a resumed epoch draws the same order)."""
-    return {"torch": torch.get_rng_state(), "generators": [g.get_state() for g in generators]}

@@ -1,13 +1,23 @@
-"""Where the fit loop is, as checkpoints save it: ``LoopState``, the point a resumed run continues from, the
-accumulation that keeps the global batch on another number of workers, and Lightning's checkpoint layout."""
+"""Where the fit loop is, as checkpoints save it: ``LoopState``, the point a resumed run continues from and how
+its epoch's data order is drawn again, the accumulation that keeps the global batch on another number of
+workers, and Lightning's checkpoint layout."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import torch
+
+from lightray import data
+from lightray.errors import PossibleUserWarning
+from lightray.rank_zero import rank_zero_warn
 from lightray.seed import restore_rng_states
 from lightray.states import LoopPhase
+
+if TYPE_CHECKING:
+    from lightray.loops.fit_loop import FitLoop
 
 
 @dataclass
@@ -71,3 +81,54 @@ def from_lightning_fit_loop(state: dict[str, Any]) -> dict[str, Any]:
         "batches_that_stepped": stepped + 1,  # saved in on_train_batch_end, before its increment
         "phase": "before_batch",
     }
+
+
+def epoch_iterator(loop: FitLoop, loader: Iterable, resume: ResumePoint | None) -> Iterator:
+    """The fit loop's ``iter(loader)`` for an epoch; on resume, the interrupted epoch's order from its next batch on."""
+    generators = data.generators(loader)
+    early, loop.early_iterator = loop.early_iterator, None
+    if resume is None:
+        if early is not None and loop.state.epoch == 0:
+            # the first epoch reads the iterator made when its loader was set up; its sampler draws from the
+            # state of now (hooks may have drawn since), which a resumed epoch must draw from too
+            loop.epoch_start_rng["first_batch"] = torch.get_rng_state()
+            return early
+        loop.epoch_start_rng = rng_of(generators)
+        return iter(loader)
+    if resume.epoch_start_rng is None:
+        rank_zero_warn(
+            "Resuming from a checkpoint that ended before the epoch ended, without the epoch's data order (a "
+            "Lightning checkpoint): the rest of the epoch reads its data from the first batch again, as Lightning "
+            "does.",
+            category=PossibleUserWarning,
+        )
+        loop.epoch_start_rng = rng_of(generators)
+        return iter(loader)
+    # Draw the interrupted epoch's order again from the RNG state it started with ...
+    torch.set_rng_state(resume.epoch_start_rng["torch"])
+    for generator, rng in zip(generators, resume.epoch_start_rng["generators"]):
+        generator.set_state(rng)
+    loop.epoch_start_rng = resume.epoch_start_rng
+    skip = loop.state.batch_idx
+    sampler = getattr(loader, "batch_sampler", None)
+    first_batch_rng = resume.epoch_start_rng.get("first_batch")
+    if isinstance(sampler, data.ResumableBatchSampler):
+        sampler.skip_next(skip)  # skip consumed batches without loading them
+        iterator = iter(loader)
+        if first_batch_rng is not None:
+            torch.set_rng_state(first_batch_rng)
+        sampler.advance()
+    else:
+        iterator = iter(loader)
+        if first_batch_rng is not None:
+            torch.set_rng_state(first_batch_rng)
+        for _ in range(skip):  # a loader we cannot rebuild: read and drop what the interrupted run consumed
+            next(iterator, None)
+    # ... then continue with the RNG state of the moment the checkpoint was taken
+    resume.restore_rng()
+    return iterator
+
+
+def rng_of(generators: list[torch.Generator]) -> dict[str, Any]:
+    """The RNG state an epoch's data order is drawn from (saved so a resumed epoch draws the same order)."""
+    return {"torch": torch.get_rng_state(), "generators": [g.get_state() for g in generators]}
