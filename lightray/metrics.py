@@ -73,6 +73,7 @@ class _Entry:
     weight: float = 0.0
     seen: bool = False
     suffix: str = ""  # the ``/dataloader_idx_N`` part of the name, if any
+    computed: torch.Tensor | None = None  # the epoch value, until the next update
 
     def key(self, fork: str) -> str:
         """The name under which loggers see it: ``x_step``/``x_epoch`` when logged both ways (before the
@@ -83,6 +84,7 @@ class _Entry:
         return f"{base}_{fork}{self.suffix}"
 
     def update(self, value: torch.Tensor, batch_size: int) -> None:
+        self.computed = None
         if not self.on_epoch or self.metric is not None:
             return
         if self.reduce_fx == "mean":
@@ -99,6 +101,12 @@ class _Entry:
             self.total = torch.minimum(self.total, value)
 
     def epoch_value(self, strategy: Strategy) -> torch.Tensor:
+        """The epoch's reduction (reduced over ranks with sync_dist); computed once until the next update."""
+        if self.computed is None:
+            self.computed = self._reduce(strategy)
+        return self.computed
+
+    def _reduce(self, strategy: Strategy) -> torch.Tensor:
         if self.metric is not None:
             return self.metric.compute()
         assert self.total is not None
@@ -113,9 +121,15 @@ class _Entry:
 
 @dataclass
 class MetricStore:
-    """Everything logged during one stage (fit's training, a validation run, test)."""
+    """Everything logged during one pass (fit's training, a validation run, test).
+
+    ``view()`` is what the trainer's ``callback_metrics``, ``logged_metrics`` and ``progress_bar_metrics`` show
+    of it when read, as in Lightning: the step values while batches run, the epoch's reductions once its batches
+    are done (``epoch_view``). Evaluation step values reach only the loggers and the progress bar."""
 
     strategy: Strategy
+    training: bool = False
+    epoch_view: bool = False
     entries: dict[str, _Entry] = field(default_factory=dict)
     current_fx: str | None = None
     batch: Any = None  # the current batch, for inferring batch sizes
@@ -187,6 +201,7 @@ class MetricStore:
             entry = _Entry(name, on_step, on_epoch, reduce, prog_bar, logger, sync_dist, metric, suffix=suffix)
             self.entries[name] = entry
         entry.seen = True
+        entry.computed = None
         if on_step and tensor is not None:
             entry.step_value = self.strategy.reduce(tensor, "mean") if sync_dist else tensor
         if on_epoch and metric is None and tensor is not None:
@@ -225,6 +240,13 @@ class MetricStore:
         ]
         return _split(reduced, lambda e: e.epoch_value(self.strategy), lambda e: e.key("epoch"))
 
+    def view(self) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """(callback, logger, progress bar) metrics as the trainer shows them now."""
+        if self.epoch_view:
+            return self.epoch_metrics()
+        callback, logged, pbar = self.step_metrics()
+        return (callback if self.training else {}), logged, pbar
+
     def clear_step_values(self) -> None:
         for entry in self.entries.values():
             entry.step_value = None
@@ -235,6 +257,7 @@ class MetricStore:
             if entry.metric is not None and entry.seen:
                 entry.metric.reset()
         self.entries.clear()
+        self.epoch_view = False
 
 
 def _split(

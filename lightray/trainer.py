@@ -160,14 +160,14 @@ class Trainer(TrainerProperties):
         self.optimizers: list[torch.optim.Optimizer] = []
         self.lr_scheduler_configs: list[LRSchedulerConfig] = []
         self.lightning_optimizers: list[LightningOptimizer] = []
-        self.callback_metrics: dict[str, torch.Tensor] = {}
-        self.logged_metrics: dict[str, torch.Tensor] = {}
-        self.progress_bar_metrics: dict[str, torch.Tensor] = {}
+        self._callback_metrics: dict[str, torch.Tensor] = {}  # read through the properties of the same names
+        self._logged_metrics: dict[str, torch.Tensor] = {}
+        self._progress_bar_metrics: dict[str, torch.Tensor] = {}
         self.should_stop = False
         self.ckpt_path: str | None = None
         self.state = TrainerState()
         self.hooks = HookCaller(self)
-        self.results = MetricStore(self.strategy)  # what ``self.log`` records in the running pass
+        self.results = MetricStore(self.strategy, training=True)  # what ``self.log`` records in the running pass
         self.eval_progress = EvalProgress()
         self.fit_loop = FitLoop(self)
 
@@ -287,7 +287,7 @@ class Trainer(TrainerProperties):
         self.state.fn = fn
         self.state.stage = _FIRST_STAGE[fn]
         self.fit_loop.reset()  # validate/test after fit keep the epoch and step counters
-        self.results = MetricStore(self.strategy)
+        self.results = MetricStore(self.strategy, training=fn == TrainerFn.FITTING)
         extra = _as_list(model.configure_callbacks())
         if extra:
             types_ = {type(cb) for cb in extra}

@@ -14,6 +14,7 @@ from lightray.states import RunningStage
 
 if TYPE_CHECKING:
     from lightray.loops.fit_loop import FitLoop
+    from lightray.metrics import MetricStore
     from lightray.module import LightningModule
     from lightray.ray_backend.options import RayOptions
     from lightray.states import TrainerState
@@ -24,6 +25,10 @@ class TrainerProperties:
     """Mixed into :class:`~lightray.trainer.Trainer`, which sets the attributes declared here."""
 
     strategy: Strategy
+    results: MetricStore
+    _callback_metrics: dict[str, torch.Tensor]
+    _logged_metrics: dict[str, torch.Tensor]
+    _progress_bar_metrics: dict[str, torch.Tensor]
     fit_loop: FitLoop
     state: TrainerState
     ray_options: RayOptions
@@ -35,6 +40,25 @@ class TrainerProperties:
     max_epochs: int
     accumulate_grad_batches: int
     reload_dataloaders_every_n_epochs: int
+
+    @property
+    def callback_metrics(self) -> dict[str, torch.Tensor]:
+        """What callbacks and ``ckpt_path="best"`` monitors: as in Lightning, the running pass's step values while
+        its batches run, its epoch's reductions after (plus what earlier passes of the stage left)."""
+        self._callback_metrics.update(self.results.view()[0])
+        return self._callback_metrics
+
+    @property
+    def logged_metrics(self) -> dict[str, torch.Tensor]:
+        """What goes to the loggers (``logger=True``), as of now."""
+        self._logged_metrics.update(self.results.view()[1])
+        return self._logged_metrics
+
+    @property
+    def progress_bar_metrics(self) -> dict[str, torch.Tensor]:
+        """What the progress bar shows (``prog_bar=True``), as of now."""
+        self._progress_bar_metrics.update(self.results.view()[2])
+        return self._progress_bar_metrics
 
     @property
     def on_ray(self) -> bool:

@@ -93,13 +93,14 @@ def evaluate(
                 hooks.call_callbacks(f"on_{prefix}_batch_end", output, *hook_args)
                 hooks.call_module(f"on_{prefix}_batch_end", output, *hook_args)
                 # step values reach the progress bar and the loggers, never callback_metrics (as in Lightning)
-                _, logged, pbar = trainer.results.step_metrics()
-                trainer.progress_bar_metrics.update(pbar)
+                stage_hooks.publish_metrics(trainer)
+                _, logged, _ = trainer.results.step_metrics()
                 if logged and not sanity_checking:
                     stage_hooks.send_to_loggers(trainer, logged, step=steps_logged[dl_idx], with_epoch=False)
                 if not sanity_checking:
                     steps_logged[dl_idx] += 1
     trainer.results.dataloader_idx = None
+    trainer.results.epoch_view = True
     hooks.call_hook(f"on_{prefix}_epoch_end")
     callback, logged, pbar = trainer.results.epoch_metrics()
     if not sanity_checking:

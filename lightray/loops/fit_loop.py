@@ -283,7 +283,7 @@ class FitLoop:
         accumulating = trainer.lightning_module.automatic_optimization and not (
             (batch_idx + 1) % trainer.accumulate_grad_batches == 0 or is_last
         )
-        self._log_train_step()
+        self._log_train_step(accumulating)
         if not validated and self._should_validate(batch_idx, is_last):
             if not accumulating:
                 trainer.hooks.call_module("on_validation_model_zero_grad")
@@ -304,6 +304,7 @@ class FitLoop:
     def _end_epoch(self, resume: ResumePoint | None) -> None:
         trainer, state, hooks = self.trainer, self.state, self.trainer.hooks
         last_batch_reached = state.batch_idx >= self.num_training_batches
+        trainer.results.epoch_view = True
         if resume is None or resume.phase != LoopPhase.EPOCH_END:
             state.phase = LoopPhase.EPOCH_END
             trainer.results.current_fx = None
@@ -332,9 +333,7 @@ class FitLoop:
         return bool(every) and self.state.epoch - loaded_epoch >= every
 
     def _publish_epoch_metrics(self) -> None:
-        callback, _, pbar = self.trainer.results.epoch_metrics()
-        self.trainer.callback_metrics.update(callback)
-        self.trainer.progress_bar_metrics.update(pbar)
+        stage.publish_metrics(self.trainer)  # in the epoch view: computed on every rank (sync_dist) at once
 
     def _should_validate(self, batch_idx: int, is_last: bool) -> bool:
         trainer = self.trainer
@@ -350,17 +349,15 @@ class FitLoop:
         current = self.state.total_batch_idx - 1 if every is None else batch_idx
         return (current + 1) % self.val_check_batch == 0
 
-    def _log_train_step(self) -> None:
+    def _log_train_step(self, accumulating: bool) -> None:
+        """Send the step's metrics to the loggers every ``log_every_n_steps`` optimizer steps (never while
+        accumulating, as Lightning); the trainer's metric dicts show them at once (see ``MetricStore.view``)."""
         trainer = self.trainer
-        callback, logged, pbar = trainer.results.step_metrics()
-        if callback:
-            trainer.callback_metrics.update(callback)
-            trainer.progress_bar_metrics.update(pbar)
+        stage.publish_metrics(trainer)
+        _, logged, _ = trainer.results.step_metrics()
         log_now = (self.state.batches_that_stepped + 1) % trainer.log_every_n_steps == 0 or trainer.should_stop
-        if logged and log_now:
+        if logged and log_now and not accumulating:
             stage.send_to_loggers(trainer, logged, step=self.state.batches_that_stepped)
-        elif logged:
-            trainer.logged_metrics.update(logged)  # every step, as Lightning's, though the loggers see every n-th
 
     # ================================================================== state for checkpoints
     def state_dict(self) -> dict[str, Any]:

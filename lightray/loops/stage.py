@@ -56,6 +56,15 @@ def reset_metrics(trainer: Trainer) -> None:
     trainer.progress_bar_metrics.clear()
 
 
+def publish_metrics(trainer: Trainer) -> None:
+    """Keep what the running pass shows now in the trainer's metric dicts (Lightning does this after each batch
+    and each epoch; reading the dicts in between shows the same)."""
+    callback, logged, pbar = trainer.results.view()
+    trainer.callback_metrics.update(callback)
+    trainer.logged_metrics.update(logged)
+    trainer.progress_bar_metrics.update(pbar)
+
+
 def send_to_loggers(trainer: Trainer, metrics: dict[str, Any], step: int, with_epoch: bool = True) -> None:
     """Record ``metrics`` as logged and hand them to every logger as numbers at ``step`` (with the epoch, except
     for evaluation steps, as Lightning logs them)."""
