@@ -1,0 +1,80 @@
+"""Every package lightray imports is one it declares: the dev extra (pytest, pytorch-lightning and their
+dependencies) must not hide a missing one, as it once hid ``pathspec`` from ``lightray submit``."""
+
+from __future__ import annotations
+
+import ast
+import importlib.metadata
+import re
+import sys
+import tomllib
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# imported only inside a try/except ImportError that names the package to install
+OPTIONAL = {
+    "tensorboardX": "TensorBoardLogger: tensorboard or tensorboardX",
+    "tensorboard": "TensorBoardLogger: tensorboard or tensorboardX",
+    "mlflow": "MLFlowLogger: mlflow or mlflow-skinny",
+}
+
+
+def declared() -> set[str]:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    return {_normal(re.split(r"[\s\[<>=!~;]", spec, maxsplit=1)[0]) for spec in project["dependencies"]}
+
+
+def _normal(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def imported() -> dict[str, list[str]]:
+    """Top-level packages imported anywhere in lightray/ (functions included), with where."""
+    found: dict[str, list[str]] = {}
+    for path in sorted((ROOT / "lightray").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module]
+            for name in names:
+                top = name.split(".")[0]
+                if top not in sys.stdlib_module_names and top not in ("lightray", "__future__"):
+                    found.setdefault(top, []).append(f"{path.relative_to(ROOT)}:{node.lineno}")
+    return found
+
+
+def test_every_import_is_a_declared_dependency():
+    distributions = importlib.metadata.packages_distributions()
+    wanted = declared()
+    missing = []
+    for module, places in sorted(imported().items()):
+        if module in OPTIONAL:
+            continue
+        names = {_normal(d) for d in distributions.get(module, [module])}
+        if not names & wanted:
+            missing.append(f"{module} (distribution {sorted(names)}) imported at {', '.join(places[:3])}")
+    assert not missing, "imported but not declared in pyproject.toml [project] dependencies:\n" + "\n".join(missing)
+
+
+def test_optional_imports_are_guarded_with_an_install_hint():
+    """Each file that imports an optional package does so first inside a try/except ImportError (its class
+    checks when built, with a message naming what to install); later imports in it rely on that check."""
+    for module in OPTIONAL:
+        places: dict[str, list[int]] = {}
+        for place in imported().get(module, []):
+            path, line = place.rsplit(":", 1)
+            places.setdefault(path, []).append(int(line))
+        for path, lines in places.items():
+            tree = ast.parse((ROOT / path).read_text())
+            guarded = [
+                line
+                for line in lines
+                for node in ast.walk(tree)
+                if isinstance(node, ast.Try)
+                and any(getattr(inner, "lineno", None) == line for inner in ast.walk(node))
+                and any("ImportError" in ast.unparse(h) or "ModuleNotFoundError" in ast.unparse(h) for h in node.handlers)
+            ]
+            assert guarded, f"{path}: optional {module} is never imported in a try/except ImportError with a hint"
