@@ -134,6 +134,8 @@ class MetricStore:
     current_fx: str | None = None
     batch: Any = None  # the current batch, for inferring batch sizes
     dataloader_idx: int | None = None  # set when an evaluation stage has several loaders
+    changes: int = 0  # counts logs and resets, so ``view`` computes once per change (it is read often)
+    cached_view: tuple[int, bool, tuple] | None = None
 
     def log(
         self,
@@ -151,6 +153,7 @@ class MetricStore:
         batch_size: int | None,
         rank_zero_only: bool,
     ) -> None:
+        self.changes += 1
         if not isinstance(name, str):
             raise MisconfigurationError(
                 f"`self.log({name!r}, ...)`: the name must be a str, got {type(name).__name__}."
@@ -242,12 +245,18 @@ class MetricStore:
 
     def view(self) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         """(callback, logger, progress bar) metrics as the trainer shows them now."""
+        if self.cached_view is not None and self.cached_view[:2] == (self.changes, self.epoch_view):
+            return self.cached_view[2]
         if self.epoch_view:
-            return self.epoch_metrics()
-        callback, logged, pbar = self.step_metrics()
-        return (callback if self.training else {}), logged, pbar
+            view = self.epoch_metrics()
+        else:
+            callback, logged, pbar = self.step_metrics()
+            view = (callback if self.training else {}), logged, pbar
+        self.cached_view = (self.changes, self.epoch_view, view)
+        return view
 
     def clear_step_values(self) -> None:
+        self.changes += 1
         for entry in self.entries.values():
             entry.step_value = None
 
@@ -258,6 +267,7 @@ class MetricStore:
                 entry.metric.reset()
         self.entries.clear()
         self.epoch_view = False
+        self.changes += 1
 
 
 def _split(

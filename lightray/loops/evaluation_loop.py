@@ -94,7 +94,7 @@ def evaluate(
                 hooks.call_module(f"on_{prefix}_batch_end", output, *hook_args)
                 # step values reach the progress bar and the loggers, never callback_metrics (as in Lightning)
                 stage_hooks.publish_metrics(trainer)
-                _, logged, _ = trainer.results.step_metrics()
+                logged = trainer.results.view()[1]
                 if logged and not sanity_checking:
                     stage_hooks.send_to_loggers(trainer, logged, step=steps_logged[dl_idx], with_epoch=False)
                 if not sanity_checking:

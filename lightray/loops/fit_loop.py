@@ -354,7 +354,7 @@ class FitLoop:
         accumulating, as Lightning); the trainer's metric dicts show them at once (see ``MetricStore.view``)."""
         trainer = self.trainer
         stage.publish_metrics(trainer)
-        _, logged, _ = trainer.results.step_metrics()
+        logged = trainer.results.view()[1]
         log_now = (self.state.batches_that_stepped + 1) % trainer.log_every_n_steps == 0 or trainer.should_stop
         if logged and log_now and not accumulating:
             stage.send_to_loggers(trainer, logged, step=self.state.batches_that_stepped)
