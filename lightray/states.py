@@ -9,7 +9,12 @@ from dataclasses import dataclass
 from enum import Enum
 
 
-class TrainerFn(str, Enum):
+class _StrEnum(str, Enum):
+    def __str__(self) -> str:  # "fit", as Lightning prints it, not "TrainerFn.FITTING"
+        return str(self.value)
+
+
+class TrainerFn(_StrEnum):
     """The entry point that is running: ``Trainer.fit``, ``validate``, ``test`` or ``predict``."""
 
     FITTING = "fit"
@@ -18,7 +23,7 @@ class TrainerFn(str, Enum):
     PREDICTING = "predict"
 
 
-class RunningStage(str, Enum):
+class RunningStage(_StrEnum):
     """The pass the loop is in: training, the sanity check, validation, test or predict."""
 
     TRAINING = "train"
@@ -28,7 +33,7 @@ class RunningStage(str, Enum):
     PREDICTING = "predict"
 
 
-class TrainerStatus(str, Enum):
+class TrainerStatus(_StrEnum):
     INITIALIZING = "initializing"
     RUNNING = "running"
     FINISHED = "finished"
@@ -44,7 +49,7 @@ class TrainerState:
     stage: RunningStage | None = None
 
 
-class LoopPhase(str, Enum):
+class LoopPhase(_StrEnum):
     """Where the fit loop is inside a batch or epoch; saved in checkpoints (as its value) so a checkpoint
     taken inside a hook resumes right after it."""
 

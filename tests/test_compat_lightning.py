@@ -120,3 +120,47 @@ def test_same_hooks_as_lightning_without_sanity_check_and_when_resuming(tmp_path
     assert our_step == their_step
     for key, value in their_weights.items():
         torch.testing.assert_close(our_weights[key], value, atol=1e-5, rtol=0)
+
+
+def make_datamodule(framework: Any, calls: list[str]) -> Any:
+    class Data(framework.LightningDataModule):
+        def _record(self, name: str, *args: Any, **kwargs: Any) -> None:
+            calls.append(f"datamodule.{name}({len(args)} args{''.join(f', {k}=' for k in sorted(kwargs))})")
+
+        def prepare_data(self) -> None:
+            self._record("prepare_data")
+
+        def setup(self, *args: Any, **kwargs: Any) -> None:
+            self._record("setup", *args, **kwargs)
+            g = torch.Generator().manual_seed(3)
+            self.x, self.y = torch.randn(48, 8, generator=g), torch.randn(48, 1, generator=g)
+
+        def teardown(self, *args: Any, **kwargs: Any) -> None:
+            self._record("teardown", *args, **kwargs)
+
+        def train_dataloader(self) -> Any:
+            self._record("train_dataloader")
+            return torch.utils.data.DataLoader(torch.utils.data.TensorDataset(self.x, self.y), batch_size=8)
+
+        def val_dataloader(self) -> Any:
+            self._record("val_dataloader")
+            return torch.utils.data.DataLoader(torch.utils.data.TensorDataset(self.x[:16], self.y[:16]), batch_size=8)
+
+    return Data()
+
+
+def test_same_hooks_as_lightning_with_a_datamodule() -> None:
+    results = {}
+    for framework in (lightray, pl):
+        calls: list[str] = []
+        _, RecordingCallback = make_recorder(framework)
+        callback = RecordingCallback()
+        callback.calls = calls
+        torch.manual_seed(0)
+        model = make_compare_model(framework)(calls, optim="sgd")
+        trainer = framework.Trainer(max_epochs=2, callbacks=[callback], **QUIET)
+        trainer.fit(model, datamodule=make_datamodule(framework, calls))
+        results[framework.__name__] = (calls, model.losses)
+    (ours, our_losses), (theirs, their_losses) = results.values()
+    assert ours == theirs and "datamodule.setup(0 args, stage=)" in ours
+    assert our_losses == pytest.approx(their_losses, abs=1e-5)
