@@ -6,8 +6,11 @@
 Ray uploads the job's ``working_dir`` (by default ``.``) to the cluster. Before it is sent, this states
 the upload's size and keeps out what never belongs in it: ``.git``, virtual environments, checkpoints,
 data folders and run outputs (:data:`DEFAULT_EXCLUDES`, plus ``.gitignore``/``.rayignore`` as Ray
-reads them). Uploads above ``--max-upload-mib`` are refused with the largest files named. Every other
-option is ``ray job submit``'s and is passed on unchanged.
+reads them). Files that look like credentials (:data:`SECRET_PATTERNS`: ``.env``, SSH and cloud keys,
+``.netrc``, ...) are never sent unless ``--include`` names them. Ray's packager follows symbolic links, so
+the stated size counts what they point to, and links that leave the working folder are refused unless
+``--allow-links-outside``. Uploads above ``--max-upload-mib`` are refused with the largest files named.
+Every other option is ``ray job submit``'s and is passed on unchanged.
 """
 
 from __future__ import annotations
@@ -41,6 +44,16 @@ DEFAULT_EXCLUDES = [
 ]
 MAX_UPLOAD_MIB = 100.0
 
+# What looks like a credential: never uploaded unless --include names it (gitwildmatch, as above)
+SECRET_PATTERNS = [
+    ".env", ".env.*", "!.env.example", "!.env.sample", "!.env.template",
+    "*.pem", "*.key", "*.p12", "*.pfx", "*.jks", "*.keystore", "*.kdbx",
+    "id_rsa*", "id_dsa*", "id_ecdsa*", "id_ed25519*", "!*.pub",
+    ".ssh/", ".aws/", ".gnupg/", ".kube/", ".azure/", ".config/gcloud/", ".docker/config.json",
+    ".netrc", ".pgpass", ".npmrc", ".pypirc", ".git-credentials",
+    "credentials.json", "credentials", "*service-account*.json", "*.tfvars", "secrets.yaml", "secrets.yml",
+]  # fmt: skip
+
 
 @dataclass
 class Upload:
@@ -49,24 +62,45 @@ class Upload:
     working_dir: Path
     excludes: list[str]
     files: list[tuple[str, int]] = field(default_factory=list)  # (relative path, bytes)
+    secrets: list[str] = field(default_factory=list)  # left out: they look like credentials
+    included_secrets: list[str] = field(default_factory=list)  # look like credentials, sent: --include named them
+    outside_links: list[tuple[str, str]] = field(default_factory=list)  # (link, where it points) out of the folder
 
     @property
     def size(self) -> int:
         return sum(size for _, size in self.files)
 
     def describe(self) -> str:
-        return (
+        lines = [
             f"uploading working_dir {self.working_dir}: {len(self.files)} files, {_human(self.size)} "
-            f"(left out: {', '.join(self.excludes)}, and what .gitignore/.rayignore name)"
-        )
+            f"(left out: {', '.join(p for p in self.excludes if p not in self._secret_excludes)}, and what "
+            ".gitignore/.rayignore name)"
+        ]
+        if self.secrets:
+            shown = ", ".join(self.secrets[:8]) + (", ..." if len(self.secrets) > 8 else "")
+            lines.append(
+                f"left out: {len(self.secrets)} files that look like credentials ({shown}); "
+                "--include PATTERN sends one anyway"
+            )
+        for path in self.included_secrets:
+            lines.append(f"WARNING: sending {path}, which looks like a credential, because --include named it")
+        return "\n".join(lines)
+
+    @property
+    def _secret_excludes(self) -> set[str]:
+        return {f"/{path}" for path in self.secrets}
 
 
-def plan_upload(working_dir: str | os.PathLike, excludes: list[str] | None = None) -> Upload:
+def plan_upload(
+    working_dir: str | os.PathLike, excludes: list[str] | None = None, include: list[str] | None = None
+) -> Upload:
     """The files Ray would upload from ``working_dir`` with ``excludes``, the defaults and ignore files. Driver.
 
     Follows Ray's rules: gitwildmatch patterns relative to the working_dir; ``.gitignore`` (unless
-    ``RAY_RUNTIME_ENV_IGNORE_GITIGNORE=1``) and ``.rayignore`` apply in their own folder and below.
-    Top-level folders holding a ``pyvenv.cfg`` (virtual environments under any name) are left out too.
+    ``RAY_RUNTIME_ENV_IGNORE_GITIGNORE=1``) and ``.rayignore`` apply in their own folder and below; symbolic
+    links are followed (a linked folder's files are sent, and counted). Top-level folders holding a
+    ``pyvenv.cfg`` (virtual environments under any name) are left out too, and so are files that look like
+    credentials (:data:`SECRET_PATTERNS`) unless an ``include`` pattern names them.
     """
     root = Path(working_dir).resolve()
     if not root.is_dir():
@@ -74,23 +108,37 @@ def plan_upload(working_dir: str | os.PathLike, excludes: list[str] | None = Non
     patterns = [*DEFAULT_EXCLUDES, *(excludes or [])]
     patterns += [f"/{p.name}" for p in root.iterdir() if (p / "pyvenv.cfg").is_file() and f"/{p.name}" not in patterns]
     upload = Upload(root, patterns)
+    secret, included = _spec(SECRET_PATTERNS), _spec(include or [])
     ignore_files = [".rayignore"] + (
         [] if os.environ.get("RAY_RUNTIME_ENV_IGNORE_GITIGNORE") == "1" else [".gitignore"]
     )
 
-    def walk(folder: Path, specs: list[tuple[Path, Any]]) -> None:
+    def walk(folder: Path, specs: list[tuple[Path, Any]], seen: frozenset[Path]) -> None:
         for name in ignore_files:
             if (folder / name).is_file():
                 specs = [*specs, (folder, _spec((folder / name).read_text().splitlines()))]
         for entry in sorted(folder.iterdir()):
+            relative = str(entry.relative_to(root)) + ("/" if entry.is_dir() else "")
             if any(spec.match_file(str(entry.relative_to(base))) for base, spec in specs):
                 continue
-            if entry.is_dir() and not entry.is_symlink():
-                walk(entry, specs)
+            if secret.match_file(relative) and not included.match_file(relative):
+                upload.secrets.append(relative.rstrip("/"))
+                continue
+            if entry.is_symlink():
+                target = entry.resolve()
+                if target != root and root not in target.parents:
+                    upload.outside_links.append((relative.rstrip("/"), str(target)))
+            if entry.is_dir():  # as Ray's packager does, linked folders too (a link back up is not followed)
+                real = entry.resolve()
+                if real not in seen:
+                    walk(entry, specs, seen | {real})
             elif entry.is_file():
-                upload.files.append((str(entry.relative_to(root)), entry.stat().st_size))
+                if secret.match_file(relative):
+                    upload.included_secrets.append(relative)
+                upload.files.append((relative, entry.stat().st_size))
 
-    walk(root, [(root, _spec(patterns))])
+    walk(root, [(root, _spec(patterns))], frozenset({root}))
+    upload.excludes += [f"/{path}" for path in upload.secrets]  # so that Ray leaves them out too
     return upload
 
 
@@ -109,6 +157,14 @@ def submit_main(argv: list[str]) -> int:
     parser.add_argument("--runtime-env", default=None, help="a runtime_env YAML file (its excludes are kept)")
     parser.add_argument("--runtime-env-json", default=None, help="a runtime_env as JSON")
     parser.add_argument("--exclude", action="append", default=[], help="another gitwildmatch pattern to leave out")
+    parser.add_argument(
+        "--include",
+        action="append",
+        default=[],
+        help="send files matching this pattern although they look like credentials",
+    )
+    parser.add_argument("--allow-links-outside", action="store_true",
+                        help="send what symbolic links outside the working_dir point to")  # fmt: skip
     parser.add_argument("--max-upload-mib", type=float, default=MAX_UPLOAD_MIB, help="refuse larger uploads")
     parser.add_argument("--dry-run", action="store_true", help="state the upload and the command; submit nothing")
     args, ray_options = parser.parse_known_args(argv[:split])
@@ -117,8 +173,15 @@ def submit_main(argv: list[str]) -> int:
     if "://" in str(working_dir):  # a remote package (s3://...zip): Ray uploads nothing
         upload = None
     else:
-        upload = plan_upload(working_dir, [*runtime_env.get("excludes", []), *args.exclude])
-        print(f"lightray submit: {upload.describe()}", file=sys.stderr)
+        upload = plan_upload(working_dir, [*runtime_env.get("excludes", []), *args.exclude], args.include)
+        print("\n".join(f"lightray submit: {line}" for line in upload.describe().splitlines()), file=sys.stderr)
+        if upload.outside_links and not args.allow_links_outside:
+            links = ", ".join(f"{link} -> {target}" for link, target in upload.outside_links[:8])
+            raise MisconfigurationError(
+                f"the working_dir has symbolic links that point outside it ({links}); Ray's packager follows them "
+                "and would send what they point to. Remove them, leave them out with --exclude PATTERN, or pass "
+                "--allow-links-outside to send their contents."
+            )
         if upload.size > args.max_upload_mib * 2**20:
             largest = sorted(upload.files, key=lambda f: -f[1])[:5]
             raise MisconfigurationError(

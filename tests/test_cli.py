@@ -183,3 +183,53 @@ def test_submit_states_the_upload_and_refuses_a_large_one(tmp_path, capsys):
         jobs.submit_main(["--max-upload-mib", "1", *argv])
     with pytest.raises(MisconfigurationError, match="give the job's command after `--`"):
         jobs.submit_main(["--working-dir", str(tmp_path)])
+
+
+def make_secrets(root):
+    """What an operator's project folder may hold and must never ship: keys, tokens, cloud credentials."""
+    for path in (".env", ".env.local", "id_rsa", ".ssh/id_ed25519", "credentials.json", "certs/server.pem",
+                 ".aws/credentials", ".netrc", "conf/secrets.yaml"):  # fmt: skip
+        (root / path).parent.mkdir(parents=True, exist_ok=True)
+        (root / path).write_text("secret\n")
+    (root / ".env.example").write_text("API_KEY=\n")  # a template, not a secret
+    (root / "id_rsa.pub").write_text("ssh-ed25519 AAAA\n")  # a public key
+
+
+def test_submit_never_uploads_what_looks_like_a_credential(tmp_path, capsys):
+    make_project(tmp_path)
+    make_secrets(tmp_path)
+    upload = jobs.plan_upload(tmp_path)
+    sent = sorted(path for path, _ in upload.files)
+    assert sent == [".env.example", ".rayignore", "id_rsa.pub", "pkg/data/loaders.py", "train.py"]
+    assert sorted(upload.secrets) == [".aws", ".env", ".env.local", ".netrc", ".ssh", "certs/server.pem",
+                                      "conf/secrets.yaml", "credentials.json", "id_rsa"]  # fmt: skip
+    assert "/.env" in upload.excludes and "/id_rsa" in upload.excludes  # Ray leaves them out too
+    argv = ["--working-dir", str(tmp_path), "--dry-run", "--", "python", "train.py"]
+    assert jobs.submit_main(argv) == 0
+    err = capsys.readouterr().err
+    assert "left out: 9 files that look like credentials (.aws, .env, .env.local" in err
+    assert jobs.submit_main(["--include", "credentials.json", *argv]) == 0
+    err = capsys.readouterr().err
+    assert "WARNING: sending credentials.json, which looks like a credential, because --include named it" in err
+
+
+def test_submit_counts_what_links_point_to_and_refuses_links_out_of_the_folder(tmp_path, capsys):
+    project, outside = tmp_path / "project", tmp_path / "elsewhere"
+    project.mkdir()
+    (project / "train.py").write_text("print('hi')\n")
+    (project / "shared").mkdir()
+    (project / "shared" / "weights.bin").write_bytes(b"0" * 2**20)
+    (project / "again").symlink_to(project / "shared")  # a linked folder inside: Ray sends it twice
+    upload = jobs.plan_upload(project)
+    assert sorted(path for path, _ in upload.files) == ["again/weights.bin", "shared/weights.bin", "train.py"]
+    assert upload.size == 2 * 2**20 + len("print('hi')\n") and not upload.outside_links
+
+    outside.mkdir()
+    (outside / "dump.bin").write_bytes(b"0" * 2**20)
+    (project / "data_link").symlink_to(outside)
+    (project / "passwd").symlink_to("/etc/passwd")
+    argv = ["--working-dir", str(project), "--dry-run", "--", "python", "train.py"]
+    with pytest.raises(MisconfigurationError, match=r"symbolic links that point outside it \(data_link -> .*elsewhere"):
+        jobs.submit_main(argv)
+    assert jobs.submit_main(["--allow-links-outside", *argv]) == 0
+    assert "5 files, 3.0 MiB" in capsys.readouterr().err  # what the links point to is counted
