@@ -244,14 +244,25 @@ def resolve_ckpt_path(trainer: Trainer, ckpt_path: str) -> str | None:
             )
         return callback.best_model_path
     if ckpt_path == "last":
-        candidates = []
-        for callback in trainer.checkpoint_callbacks:
-            candidates += callback.last_checkpoint_candidates(trainer)
+        candidates = last_candidates(trainer)
         if not candidates:
             warnings.warn('`ckpt_path="last"` found no checkpoint: training starts from scratch.', stacklevel=3)
             return None
-        return max(candidates, key=lambda c: c[0])[1]
+        return candidates[0]
     return os.fspath(ckpt_path)
+
+
+def last_candidates(trainer: Trainer) -> list[str]:
+    """What ``ckpt_path="last"`` may resume from, best first: the ``last*.ckpt`` files, newest first, then, for a
+    ModelCheckpoint with ``save_last``, its other checkpoints, newest first (when a kill hit the first write of
+    ``last.ckpt``, or it is damaged, an older step checkpoint still resumes the run)."""
+    last, others = [], []
+    for callback in trainer.checkpoint_callbacks:
+        last += callback.last_checkpoint_candidates(trainer)
+        if callback.save_last:  # it writes last.ckpt: its other files stand in when that is missing or damaged
+            others += callback.saved_checkpoints(trainer)
+    ordered = sorted(last, reverse=True) + sorted((c for c in others if c not in last), reverse=True)
+    return list(dict.fromkeys(path for _, path in ordered))
 
 
 class LoadedCheckpoint(NamedTuple):
@@ -260,11 +271,36 @@ class LoadedCheckpoint(NamedTuple):
 
 
 def load_for_fit(trainer: Trainer) -> LoadedCheckpoint | None:
-    """The checkpoint ``fit(ckpt_path=...)`` resumes from, loaded; None to start fresh."""
+    """The checkpoint ``fit(ckpt_path=...)`` resumes from, loaded; None to start fresh.
+
+    With ``"last"``, a damaged checkpoint is set aside (renamed ``*.damaged``, with a warning) and the next one
+    is tried; only when none is usable does the fit fail, naming each file and its problem.
+    """
+    if trainer.ckpt_path == "last":
+        return load_first_usable(last_candidates(trainer), trainer.is_global_zero, 'ckpt_path="last"')
     path = resolve_ckpt_path(trainer, trainer.ckpt_path) if trainer.ckpt_path is not None else None
     if path is None:
         return None
     return LoadedCheckpoint(load_checkpoint_file(path, map_location="cpu"), path)
+
+
+def load_first_usable(paths: list[str], set_aside: bool, what: str) -> LoadedCheckpoint | None:
+    """The first of ``paths`` that loads and passes the checks; damaged ones before it are renamed
+    ``<path>.damaged`` (when ``set_aside``, on one process) with a warning naming the file and why."""
+    if not paths:
+        warnings.warn(f"`{what}` found no checkpoint: training starts from scratch.", stacklevel=3)
+        return None
+    problems = []
+    for path in paths:
+        try:
+            return LoadedCheckpoint(load_checkpoint_file(path, map_location="cpu"), path)
+        except CheckpointError as err:
+            problems.append(f"  - {path}: {err}")
+            if set_aside and not storage.is_remote(path) and os.path.exists(storage.local_path(path)):
+                aside = storage.local_path(path) + ".damaged"
+                os.replace(storage.local_path(path), aside)
+                warnings.warn(f"{err} It was moved to {aside}; resuming from the checkpoint before it.", stacklevel=3)
+    raise CheckpointError(f"No usable checkpoint for `{what}`; each one failed its checks:\n" + "\n".join(problems))
 
 
 def restore_weights_for_evaluation(trainer: Trainer) -> None:

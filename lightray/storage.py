@@ -9,12 +9,27 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import tempfile
 import threading
+import time
 from collections.abc import Callable
 from typing import IO, Any
 
 _LOCAL_SCHEMES = ("", "file")
+# A temporary file of an interrupted save older than this is swept when the next save in its folder starts
+STALE_TMP_SECONDS = 600.0
+_TMP_NAME = re.compile(r"^\..+\.[A-Za-z0-9_]+\.tmp$")  # tempfile.mkstemp(prefix=".<name>.", suffix=".tmp")
+_pending: set[str] = set()  # this process's temporary files not yet renamed or removed
+
+
+def _read_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_FILE_MODE = 0o666 & ~_read_umask()  # what open() would give: files follow the umask, as Lightning's do
 
 
 def is_remote(path: str) -> bool:
@@ -133,8 +148,11 @@ def write_atomic(path: str, write: Callable[[IO[bytes] | str], None], background
     target = local_path(path)
     folder = os.path.dirname(os.path.abspath(target))
     os.makedirs(folder, exist_ok=True)
+    sweep_stale_temporaries(folder)
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(target)}.", suffix=".tmp")
+    os.fchmod(fd, _FILE_MODE)  # mkstemp makes it 0600
     os.close(fd)
+    _pending.add(tmp)
     try:
         write(tmp)
     except BaseException:
@@ -147,6 +165,24 @@ def write_atomic(path: str, write: Callable[[IO[bytes] | str], None], background
         _commit(tmp, target, folder)
 
 
+def sweep_stale_temporaries(folder: str) -> list[str]:
+    """Remove temporary files that interrupted saves left in ``folder`` (older than ``STALE_TMP_SECONDS``, and
+    not this process's own pending ones); returns their names."""
+    swept = []
+    now = time.time()
+    for name in os.listdir(folder):
+        path = os.path.join(folder, name)
+        if not _TMP_NAME.match(name) or path in _pending:
+            continue
+        try:
+            if now - os.path.getmtime(path) > STALE_TMP_SECONDS:
+                os.remove(path)
+                swept.append(name)
+        except OSError:  # gone already, or not ours to remove
+            continue
+    return swept
+
+
 def _commit(tmp: str, target: str, folder: str) -> None:
     try:
         fd = os.open(tmp, os.O_RDONLY)
@@ -155,6 +191,7 @@ def _commit(tmp: str, target: str, folder: str) -> None:
         finally:
             os.close(fd)
         os.replace(tmp, target)
+        _pending.discard(tmp)
     except BaseException:
         _remove_quietly(tmp)
         raise
@@ -162,6 +199,7 @@ def _commit(tmp: str, target: str, folder: str) -> None:
 
 
 def _remove_quietly(path: str) -> None:
+    _pending.discard(path)
     if os.path.exists(path):
         os.remove(path)
 

@@ -301,3 +301,44 @@ def test_failed_background_commit_keeps_the_last_good_checkpoint(tmp_path, monke
     assert not os.path.exists(tmp_path / "epoch=0-step=2.ckpt")
     assert [p for p in os.listdir(tmp_path) if p.endswith(".tmp")] == []
     HModel.load_from_checkpoint(tmp_path / "epoch=0-step=1.ckpt", strict=False)
+
+
+def test_ckpt_path_last_sets_a_damaged_checkpoint_aside_and_resumes_from_the_one_before(tmp_path):
+    def run(max_steps, ckpt_path=None):
+        callback = ModelCheckpoint(dirpath=tmp_path, every_n_train_steps=2, save_top_k=-1, save_last=True)
+        trainer = pl.Trainer(max_steps=max_steps, callbacks=[callback], logger=False, enable_progress_bar=False,
+                             enable_model_summary=False, limit_val_batches=0)  # fmt: skip
+        trainer.fit(BoringModel(), ckpt_path=ckpt_path)
+        return trainer
+
+    run(6)
+    last = tmp_path / "last.ckpt"
+    os.truncate(last, last.stat().st_size // 3)  # a damaged newest checkpoint
+    with pytest.warns(UserWarning, match=r"last.ckpt.*corrupt or truncated.*moved to .*last.ckpt.damaged"):
+        trainer = run(8, ckpt_path="last")
+    assert trainer.global_step == 8 and (tmp_path / "last.ckpt.damaged").exists()
+
+    os.remove(tmp_path / "last.ckpt")  # a kill hit the first write of last.ckpt: the step checkpoints remain
+    loaded = torch.load(tmp_path / "epoch=0-step=8.ckpt", weights_only=True)
+    assert loaded["global_step"] == 8
+    trainer = run(10, ckpt_path="last")
+    assert trainer.global_step == 10  # resumed at step 8, not from scratch
+
+    for path in tmp_path.glob("*.ckpt"):
+        path.write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match=r"No usable checkpoint for `ckpt_path=\"last\"`.*\n  - .*ckpt: "):
+        with pytest.warns(UserWarning):
+            run(12, ckpt_path="last")
+
+
+def test_interrupted_saves_leave_no_temporaries_and_files_follow_the_umask(tmp_path):
+    _, trainer = trained(tmp_path)
+    stale, fresh = tmp_path / ".last.ckpt.abc123.tmp", tmp_path / ".other.ckpt.def456.tmp"
+    stale.write_bytes(b"0" * 100)  # what a killed save left behind
+    fresh.write_bytes(b"0" * 100)  # a save in progress elsewhere right now
+    os.utime(stale, (1, 1))
+    trainer.save_checkpoint(tmp_path / "model.ckpt")
+    assert not stale.exists() and fresh.exists()
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (tmp_path / "model.ckpt").stat().st_mode & 0o777 == 0o666 & ~umask

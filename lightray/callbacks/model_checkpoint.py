@@ -238,6 +238,17 @@ class ModelCheckpoint(Checkpoint):
                 found.append((mtime, path))
         return found
 
+    def saved_checkpoints(self, trainer: Trainer) -> list[tuple[float, str]]:
+        """(modification time, path) of every checkpoint file in this callback's folder."""
+        folder = self.dirpath or self._resolve_dirpath(trainer)
+        found = []
+        for name in storage.listdir(folder):
+            if name.endswith(self.FILE_EXTENSION) and not name.startswith("."):
+                path = storage.join(folder, name)
+                mtime = os.path.getmtime(storage.local_path(path)) if not storage.is_remote(path) else 0.0
+                found.append((mtime, path))
+        return found
+
     # ------------------------------------------------------------------ saving
     def _skip(self, trainer: Trainer) -> bool:
         return (
