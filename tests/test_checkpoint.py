@@ -326,9 +326,9 @@ def test_ckpt_path_last_sets_a_damaged_checkpoint_aside_and_resumes_from_the_one
 
     for path in tmp_path.glob("*.ckpt"):
         path.write_bytes(b"not a checkpoint")
-    with pytest.raises(CheckpointError, match=r"No usable checkpoint for `ckpt_path=\"last\"`.*\n  - .*ckpt: "):
-        with pytest.warns(UserWarning):
-            run(12, ckpt_path="last")
+    no_usable = r"No usable checkpoint for `ckpt_path=\"last\"`.*\n  - .*ckpt: "
+    with pytest.raises(CheckpointError, match=no_usable), pytest.warns(UserWarning):
+        run(12, ckpt_path="last")
 
 
 def test_interrupted_saves_leave_no_temporaries_and_files_follow_the_umask(tmp_path):
