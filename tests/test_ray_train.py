@@ -25,9 +25,9 @@ def local_cluster():
     ray.shutdown()
 
 
-def fit(tmp_path, name, model=None, callbacks=(), **kwargs):
+def fit(tmp_path, name, model=None, callbacks=(), max_epochs=2, **kwargs):
     model = model or Regression()
-    trainer = pl.Trainer(max_epochs=2, num_workers=2, storage_path=str(tmp_path / "runs"), name=name,
+    trainer = pl.Trainer(max_epochs=max_epochs, num_workers=2, storage_path=str(tmp_path / "runs"), name=name,
                          default_root_dir=tmp_path, callbacks=list(callbacks), **QUIET, **kwargs)  # fmt: skip
     trainer.fit(model)
     return model, trainer
@@ -157,3 +157,20 @@ def test_rays_own_config_classes_are_accepted(tmp_path):
     trainer.fit(Regression())
     assert trainer.global_step == 64 // (4 * 2)
     assert trainer.checkpoint_callback.best_model_path.startswith(str(tmp_path / "runs" / "own-configs"))
+
+
+def test_a_damaged_newest_checkpoint_is_set_aside_and_the_run_resumes_from_the_one_before(tmp_path):
+    from lightray.callbacks import ModelCheckpoint
+
+    keep_all = [ModelCheckpoint(save_top_k=-1)]
+    _, trainer = fit(tmp_path, "damaged", callbacks=keep_all)
+    run_dir = tmp_path / "runs" / "damaged"
+    newest = max(run_dir.glob("*.ckpt"), key=lambda p: load_checkpoint_file(str(p))["global_step"])
+    assert newest.name == "epoch=1-step=16.ckpt"
+    checkpoint = newest / "checkpoint.ckpt"
+    os.truncate(checkpoint, checkpoint.stat().st_size // 3)
+
+    _, trainer = fit(tmp_path, "damaged", callbacks=keep_all, max_epochs=3)  # a rerun resumes the run
+    assert trainer.global_step == 3 * 8  # epochs 1 and 2 trained again after the epoch-0 checkpoint
+    assert (run_dir / "epoch=1-step=16.ckpt.damaged").is_dir()  # set aside (the warning is in the worker's log)
+    assert load_checkpoint_file(str(run_dir / "epoch=2-step=24.ckpt"))["global_step"] == 24

@@ -63,7 +63,8 @@ def train_fn(config: dict[str, Any]) -> None:
     restored = ray.train.get_checkpoint()
     if restored is not None and request.stage == "fit":
         with restored.as_directory() as folder:
-            ckpt_path = os.path.join(folder, CHECKPOINT_FILE)
+            ckpt_path = _usable_restore_path(os.path.join(folder, CHECKPOINT_FILE), restored.path, request.run_dir,
+                                             rank0)  # fmt: skip
             step = _global_step(ckpt_path)
             if rank0:
                 request.channel.restart_from.remote(step)
@@ -96,6 +97,42 @@ def _worker_trainer(request: StageRequest, rank0: bool) -> Trainer:
             if isinstance(callback, ProgressBar):
                 callback.refresh_rate = 0
     return trainer
+
+
+def _usable_restore_path(path: str, registered: str, run_dir: str, rank0: bool) -> str:
+    """The checkpoint to resume from: the one Ray Train registered when it passes lightray's checks; else (set
+    aside as ``*.damaged``, with a warning) the newest usable checkpoint folder of the run."""
+    from lightray import storage
+    from lightray.checkpoint import CheckpointError, load_checkpoint_file, load_first_usable
+
+    try:
+        load_checkpoint_file(path, map_location="cpu")
+        return path
+    except CheckpointError as err:
+        problem = err
+    if storage.is_remote(run_dir):
+        raise CheckpointError(
+            f"{problem} It is the newest checkpoint Ray Train registered for {run_dir}; move it aside (or delete it) "
+            "and rerun: the run resumes from the newest checkpoint left."
+        ) from problem
+    if rank0 and os.path.isdir(registered):
+        os.replace(registered, registered + ".damaged")
+        warnings.warn(f"{problem} It was moved to {registered}.damaged; resuming from the checkpoint before it.",
+                      stacklevel=2)  # fmt: skip
+    folders = [os.path.join(run_dir, name) for name in storage.listdir(run_dir) if name.endswith(".ckpt")]
+    newest_first = sorted((f for f in folders if os.path.isfile(os.path.join(f, CHECKPOINT_FILE))),
+                          key=_step_or_last, reverse=True)  # fmt: skip
+    loaded = load_first_usable(newest_first, rank0, "resume after a failure")
+    if loaded is None:
+        raise CheckpointError(f"{problem} No other checkpoint of the run in {run_dir} to resume from.") from problem
+    return os.path.join(loaded.path, CHECKPOINT_FILE)
+
+
+def _step_or_last(folder: str) -> int:
+    try:
+        return _global_step(os.path.join(folder, CHECKPOINT_FILE))
+    except Exception:
+        return 1 << 62  # unreadable: tried first, so it is set aside with its reason
 
 
 def _stage_args(request: StageRequest) -> dict[str, Any]:
@@ -154,7 +191,7 @@ def _set_aside_unregistered(run_dir: str, restored_step: int) -> None:
     for name in storage.listdir(run_dir):
         folder = os.path.join(run_dir, name)
         path = os.path.join(folder, CHECKPOINT_FILE)
-        if not os.path.isfile(path):
+        if not name.endswith(".ckpt") or not os.path.isfile(path):  # set aside already (.damaged, .unregistered)
             continue
         try:
             step = _global_step(path)
