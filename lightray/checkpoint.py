@@ -86,10 +86,40 @@ def save_checkpoint_file(checkpoint: dict[str, Any], path: str, background: bool
     try:
         storage.write_atomic(path, lambda f: torch.save(checkpoint, f), background=background)
     except Exception as err:
+        full = _disk_full(path, checkpoint, err)
+        reason = full or f"{type(err).__name__}: {err}"
         raise CheckpointError(
-            f"Saving the checkpoint to {path!r} failed ({type(err).__name__}: {err}); any previous file "
-            "there is unchanged."
+            f"Saving the checkpoint to {path!r} failed ({reason}); any previous file there is unchanged."
         ) from err
+
+
+def _disk_full(path: str, checkpoint: dict[str, Any], err: BaseException) -> str | None:
+    """ "no space left on device ..." when the disk is what stopped the write (torch reports it as a position
+    mismatch of its zip writer), with the checkpoint's size and the free space; else None."""
+    import errno
+    import shutil
+
+    if storage.is_remote(path):
+        return None
+    folder = os.path.dirname(os.path.abspath(storage.local_path(path)))
+    needed = sum(t.numel() * t.element_size() for t in _tensors(checkpoint))
+    free = shutil.disk_usage(folder).free
+    if getattr(err, "errno", None) != errno.ENOSPC and "unexpected pos" not in str(err) and free >= needed:
+        return None
+    return (
+        f"no space left on device at {folder}: the checkpoint needs about {needed / 2**20:.1f} MB, "
+        f"{free / 2**20:.1f} MB are free; free some space or save elsewhere"
+    )
+
+
+def _tensors(data: Any) -> list[torch.Tensor]:
+    if isinstance(data, torch.Tensor):
+        return [data]
+    if isinstance(data, Mapping):
+        return [t for value in data.values() for t in _tensors(value)]
+    if isinstance(data, list | tuple):
+        return [t for value in data for t in _tensors(value)]
+    return []
 
 
 def save_trainer_checkpoint(

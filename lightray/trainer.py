@@ -95,7 +95,9 @@ class Trainer(TrainerProperties):
         Strategy object is how each Ray Train worker builds its Trainer).
         """
         init_kwargs = {k: v for k, v in locals().items() if k not in ("self", "callbacks", "logger", "__class__")}
-        max_time_seconds, device, num_workers, use_gpu = trainer_args.check_arguments(init_kwargs)
+        max_time_seconds, device, num_workers, use_gpu = trainer_args.check_arguments(
+            {**init_kwargs, "callbacks": callbacks, "logger": logger}
+        )
 
         self.fast_dev_run = int(fast_dev_run)
         if self.fast_dev_run:
@@ -274,6 +276,11 @@ class Trainer(TrainerProperties):
             raise MisconfigurationError(
                 f"`Trainer.{fn.value}` expects a `lightray.LightningModule`, got {type(model).__name__}. If it is a "
                 "Lightning module, change its import to `import lightray as pl`."
+            )
+        if "_parameters" not in vars(model):  # nn.Module.__init__ never ran
+            raise MisconfigurationError(
+                f"`{type(model).__name__}.__init__` did not call `super().__init__()`; call it first in `__init__`, "
+                "before assigning layers or other attributes."
             )
         check_removed_hooks(model, REMOVED_MODULE_HOOKS, "LightningModule")
         given = {k: v for k, v in sources.items() if v is not None}

@@ -90,6 +90,19 @@ def check_arguments(args: dict[str, Any]) -> Checked:
     failures = args["max_failures"]
     if not isinstance(failures, int) or failures < -1:
         errors.append(f"max_failures={failures!r}: must be -1 (retry forever) or an int >= 0")
+    root = args["default_root_dir"]
+    if root is not None and not isinstance(root, str | os.PathLike):
+        errors.append(f"default_root_dir={root!r}: must be a folder path (str or os.PathLike)")
+    for flag in ("enable_checkpointing", "enable_progress_bar", "enable_model_summary"):
+        if args[flag] not in (None, True, False):
+            errors.append(f"{flag}={args[flag]!r}: must be True or False")
+    errors += _check_callbacks(args["callbacks"]) + _check_loggers(args["logger"])
+    workers, devices = args["num_workers"], args["devices"]
+    if workers and not isinstance(args["strategy"], Strategy) and requested_devices(devices) > 1:
+        errors.append(
+            f"devices={devices!r} with num_workers={workers!r}: each Ray Train worker has one device, so these "
+            f"disagree; pass only num_workers (the number of devices in all) and use_gpu=True for GPUs"
+        )
     strategy = args["strategy"]
     if not isinstance(strategy, Strategy) and strategy != "auto":
         errors.append(
@@ -101,6 +114,29 @@ def check_arguments(args: dict[str, Any]) -> Checked:
         listing = "\n".join(f"  - {e}" for e in errors)
         raise MisconfigurationError(f"Invalid Trainer arguments ({len(errors)}):\n{listing}")
     return Checked(max_time, device, num_workers, use_gpu)
+
+
+def _check_callbacks(callbacks: Any) -> list[str]:
+    from lightray.callbacks.callback import Callback
+
+    listed = callbacks if isinstance(callbacks, list | tuple) else [] if callbacks is None else [callbacks]
+    return [
+        f"callbacks[{i}]={cb!r}: not a Callback; subclass lightray.Callback (or pass one of lightray.callbacks)"
+        for i, cb in enumerate(listed)
+        if not isinstance(cb, Callback)
+    ]
+
+
+def _check_loggers(logger: Any) -> list[str]:
+    if logger is None or isinstance(logger, bool):
+        return []
+    listed = logger if isinstance(logger, list | tuple) else [logger]
+    return [
+        f"logger={item!r}: not a logger; pass True (the default CSVLogger), False, a logger object such as "
+        "lightray.loggers.CSVLogger(save_dir) or TensorBoardLogger(save_dir), or a list of them"
+        for item in listed
+        if isinstance(item, str | bytes) or not callable(getattr(item, "log_metrics", None))
+    ]
 
 
 def _place(args: dict[str, Any], errors: list[str]) -> tuple[torch.device, int | tuple[int, int], bool]:

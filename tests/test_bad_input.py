@@ -193,3 +193,37 @@ def test_optimizer_step_override_that_skips_the_closure(quiet):
 
     with pytest.raises(pl.MisconfigurationError, match="closure was not run"):
         pl.Trainer(max_steps=1, **quiet).fit(Skips())
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "fragment"),
+    [
+        (dict(callbacks=[object()]), "callbacks[0]=<object object"),
+        (dict(logger="csv"), "logger='csv': not a logger"),
+        (dict(default_root_dir=123), "default_root_dir=123: must be a folder path"),
+        (dict(enable_checkpointing="no"), "enable_checkpointing='no': must be True or False"),
+        (dict(num_workers=2, devices=4), "devices=4 with num_workers=2: each Ray Train worker has one device"),
+    ],
+)
+def test_bad_trainer_inputs_name_the_argument_and_the_fix(kwargs, fragment):
+    with pytest.raises(pl.MisconfigurationError, match="Invalid Trainer arguments") as err:
+        pl.Trainer(**kwargs)
+    assert fragment in str(err.value)
+
+
+def test_a_module_that_skipped_super_init(quiet):
+    class Forgot(BoringModel):
+        def __init__(self) -> None:  # no super().__init__()
+            pass
+
+    with pytest.raises(pl.MisconfigurationError, match=r"`Forgot.__init__` did not call `super\(\).__init__\(\)`"):
+        pl.Trainer(max_steps=1, **quiet).fit(Forgot())
+
+
+def test_a_loss_without_grad(quiet):
+    class Detached(BoringModel):
+        def training_step(self, batch, batch_idx):
+            return super().training_step(batch, batch_idx)["loss"].detach()
+
+    with pytest.raises(pl.MisconfigurationError, match="loss with no gradient to follow.*detached"):
+        pl.Trainer(max_steps=1, **quiet).fit(Detached())

@@ -342,3 +342,36 @@ def test_interrupted_saves_leave_no_temporaries_and_files_follow_the_umask(tmp_p
     umask = os.umask(0)
     os.umask(umask)
     assert (tmp_path / "model.ckpt").stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 1 MiB tmpfs: a real disk that fills up during a save."""
+    import subprocess
+
+    folder = tmp_path / "small"
+    folder.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(folder)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"mounting a tmpfs needs root: {mounted.stderr.decode().strip()}")
+    yield folder
+    subprocess.run(["umount", str(folder)], check=True)
+
+
+def test_a_full_disk_says_so_and_keeps_the_last_good_checkpoint(small_disk):
+    trainer = pl.Trainer(max_steps=1, logger=False, enable_progress_bar=False, enable_checkpointing=False)
+    small = HModel(size=8)
+    trainer.fit(small)
+    trainer.save_checkpoint(small_disk / "model.ckpt")
+    before = (small_disk / "model.ckpt").read_bytes()
+
+    big = HModel(size=8)
+    big.extra = torch.nn.Linear(700, 700)  # about 1.9 MB of weights
+    trainer = pl.Trainer(max_steps=1, logger=False, enable_progress_bar=False, enable_checkpointing=False)
+    trainer.fit(big)
+    with pytest.raises(
+        CheckpointError, match=r"no space left on device at .*small: the checkpoint needs about 1\.\d MB"
+    ):
+        trainer.save_checkpoint(small_disk / "model.ckpt")
+    assert (small_disk / "model.ckpt").read_bytes() == before
+    assert [p.name for p in small_disk.iterdir()] == ["model.ckpt"]  # no temporary left behind

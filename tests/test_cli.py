@@ -144,6 +144,10 @@ def test_console_script_exits_2_with_one_message_and_no_traceback():
         "lightray tune: error: --tune.scheduler 'nope': unknown scheduler. Valid choices: fifo, asha, pbt"
     ]
     assert "Traceback" not in bad.stderr + tune.stderr
+    missing = subprocess.run([LIGHTRAY, "fit", "--model", "cli_models.TinyModel", "--ckpt_path", "/missing.ckpt",
+                              "--trainer.max_steps", "1"], cwd=TESTS, capture_output=True, text=True)  # fmt: skip
+    assert missing.returncode == 2 and "Traceback" not in missing.stderr
+    assert missing.stderr.strip().splitlines()[-1] == "lightray fit: error: Checkpoint '/missing.ckpt' does not exist."
 
 
 def make_project(root):

@@ -25,8 +25,10 @@ import os
 import random
 import re
 import sys
+import traceback
 from typing import TYPE_CHECKING, Any
 
+from lightray.checkpoint import CheckpointError
 from lightray.cli.common import UsageError, listing, make_trainer
 from lightray.cli.search_space import add_search_arguments, check_search, pop_search_space
 from lightray.datamodule import LightningDataModule
@@ -55,9 +57,14 @@ def main(argv: list[str] | None = None) -> int:
 
             return submit_main(argv[1:])
         run(argv)
-    except (UsageError, MisconfigurationError) as err:
+    except (UsageError, MisconfigurationError, CheckpointError) as err:
         print(f"{' '.join(['lightray', command]).strip()}: error: {err}", file=sys.stderr)
         return 2
+    except Exception as err:  # not a known kind of bad input: the traceback, then one line saying what it was
+        traceback.print_exc()
+        print(f"{' '.join(['lightray', command]).strip()}: unexpected error: {type(err).__name__}: {err} (traceback "
+              "above)", file=sys.stderr)  # fmt: skip
+        return 1
     return 0
 
 

@@ -208,6 +208,12 @@ def automatic_result(output: Any, accumulate: int) -> StepResult:
         )
     if not isinstance(loss, torch.Tensor):
         raise MisconfigurationError(f"`training_step`'s loss must be a tensor, got {type(loss).__name__}.")
+    if not loss.requires_grad and torch.is_grad_enabled():
+        raise MisconfigurationError(
+            "`training_step` returned a loss with no gradient to follow (it does not require grad): it was computed "
+            "under `torch.no_grad()`, detached (`.detach()`, `.item()`), or only from frozen parameters. Return the "
+            "loss as computed from the model's trainable parameters."
+        )
     return StepResult(loss / accumulate if accumulate > 1 else loss, extra)
 
 
