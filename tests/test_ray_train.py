@@ -174,3 +174,12 @@ def test_a_damaged_newest_checkpoint_is_set_aside_and_the_run_resumes_from_the_o
     assert trainer.global_step == 3 * 8  # epochs 1 and 2 trained again after the epoch-0 checkpoint
     assert (run_dir / "epoch=1-step=16.ckpt.damaged").is_dir()  # set aside (the warning is in the worker's log)
     assert load_checkpoint_file(str(run_dir / "epoch=2-step=24.ckpt"))["global_step"] == 24
+
+
+def test_a_dead_worker_with_no_retry_left_is_named(tmp_path):
+    from lightray.ray_backend.launcher import WorkerDiedError
+
+    marker = str(tmp_path / "killed")
+    with pytest.raises(WorkerDiedError, match=r"worker rank 1 died: .*SIGKILL.*max_failures=0 is spent \(1 attempt\)"):
+        fit(tmp_path, "no-retry", callbacks=[KillOnce(marker, step=3)])
+    assert os.path.exists(marker)

@@ -83,7 +83,7 @@ class RayLauncher:
             with ProgressRelay(channel, local_renderer if bar is not None else default_renderer()):
                 ray_trainer.fit()
         except ray.train.TrainingFailedError as err:
-            _reraise_user_error(err)
+            _reraise_worker_error(err, options.max_failures if options.run_config is None else None)
         finally:
             if bar is not None:
                 bar.renderer = local_renderer
@@ -156,10 +156,39 @@ def _check_picklable(request: Any) -> None:
         ) from err
 
 
-def _reraise_user_error(err: Exception) -> None:
-    """Raise the user's own exception from the failed worker (lowest rank), with its remote traceback."""
+class WorkerDiedError(RuntimeError):
+    """A Ray Train worker process ended without a Python exception, and no retry was left."""
+
+
+# What the other ranks report when a peer dies: a consequence, never the cause
+_COLLATERAL = ("Connection reset by peer", "Connection closed by peer", "gloo", "NCCL communicator was aborted")
+
+
+def _reraise_worker_error(err: Exception, max_failures: int | None) -> None:
+    """Raise what went wrong on the workers: the worker that died (no Python error: a signal, the out-of-memory
+    killer), or else the user's own exception from the lowest rank, with its remote traceback."""
     failures = getattr(err, "worker_failures", None) or {}
-    for rank in sorted(failures):
+    died = {
+        rank: f
+        for rank, f in failures.items()
+        if type(f).__name__ in ("WorkerHealthCheckFailedError", "ActorDiedError", "ActorUnavailableError")
+    }
+    if died:
+        rank = min(died)
+        first = str(died[rank]).strip().splitlines()[0] if str(died[rank]).strip() else ""
+        spent = (
+            f"max_failures={max_failures} is spent ({max_failures + 1} attempt{'s' if max_failures else ''})"
+            if max_failures is not None
+            else "the run_config's FailureConfig allows no more retries"
+        )
+        raise WorkerDiedError(
+            f"Ray Train worker rank {rank} died: its process ended without a Python error (killed by a signal such "
+            f"as SIGKILL, or by the out-of-memory killer; its log under Ray's session folder says which), and "
+            f"{spent}. Ray reported: {type(died[rank]).__name__}: {first}. Raise max_failures to retry more, and "
+            "check the node's memory if it was the OOM killer."
+        ) from err
+    own = {rank: f for rank, f in failures.items() if not any(sign in str(f) for sign in _COLLATERAL)}
+    for rank in sorted(own or failures):
         failure = failures[rank]
         cause = getattr(failure, "cause", None)  # a RayTaskError wraps the original exception
         original = cause if isinstance(cause, BaseException) else failure
