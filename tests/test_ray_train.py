@@ -183,3 +183,14 @@ def test_a_dead_worker_with_no_retry_left_is_named(tmp_path):
     with pytest.raises(WorkerDiedError, match=r"worker rank 1 died: .*SIGKILL.*max_failures=0 is spent \(1 attempt\)"):
         fit(tmp_path, "no-retry", callbacks=[KillOnce(marker, step=3)])
     assert os.path.exists(marker)
+
+
+def test_a_damaged_ray_run_state_is_named_and_the_run_resumes_from_its_checkpoints(tmp_path):
+    from lightray.callbacks import ModelCheckpoint
+
+    fit(tmp_path, "state", callbacks=[ModelCheckpoint(save_top_k=-1)])
+    snapshot = tmp_path / "runs" / "state" / "checkpoint_manager_snapshot.json"
+    snapshot.write_text(snapshot.read_text()[:20])  # truncated
+    with pytest.warns(UserWarning, match=r"checkpoint_manager_snapshot.json is damaged .* resumes from its newest"):
+        _, trainer = fit(tmp_path, "state", callbacks=[ModelCheckpoint(save_top_k=-1)], max_epochs=3)
+    assert trainer.global_step == 3 * 8 and (snapshot.parent / "checkpoint_manager_snapshot.json.damaged").exists()

@@ -59,6 +59,10 @@ class RayLauncher:
         bar = next((cb for cb in trainer.callbacks if isinstance(cb, ProgressBar)), None)
         if bar is not None:  # rank 0 feeds the driver's one bar
             local_renderer, bar.renderer = bar.renderer, ChannelRenderer(channel)
+        run_dir = storage.join(str(run_config.storage_path), str(run_config.name))  # ray_configs sets both
+        ckpt_path = trainer.ckpt_path
+        if fn == TrainerFn.FITTING and ckpt_path is None:
+            ckpt_path = _check_run_state(run_dir)
         request = StageRequest(
             stage=fn.value,
             trainer_kwargs=dict(self.trainer_kwargs),
@@ -67,8 +71,8 @@ class RayLauncher:
             module=trainer.lightning_module,
             datamodule=trainer.datamodule,
             sources=trainer.data_sources.given,
-            ckpt_path=trainer.ckpt_path,
-            run_dir=storage.join(str(run_config.storage_path), str(run_config.name)),  # ray_configs sets both
+            ckpt_path=ckpt_path,
+            run_dir=run_dir,
             seed=global_seed(),
             threads=_threads(scaling),
             full_world_size=_most_workers(scaling),
@@ -98,6 +102,37 @@ class RayLauncher:
 def _threads(scaling: Any) -> int:
     """Torch threads per worker: its whole CPUs, at least one."""
     return max(1, int(dict(scaling.resources_per_worker or {}).get("CPU", 1)))
+
+
+def _check_run_state(run_dir: str) -> str | None:
+    """Ray Train's own state of a rerun (``checkpoint_manager_snapshot.json``), when damaged, stops Ray with an
+    error that names nothing. Set it aside, say so, and resume from the run's newest usable checkpoint instead
+    (lightray's checkpoint folders are enough); returns that checkpoint, or None when the state is sound."""
+    import json
+    import warnings
+
+    from lightray import storage
+    from lightray.checkpoint import load_first_usable
+    from lightray.ray_backend.worker import run_checkpoints
+
+    snapshot = os.path.join(run_dir, "checkpoint_manager_snapshot.json")
+    if storage.is_remote(run_dir) or not os.path.isfile(snapshot):
+        return None
+    try:
+        with open(snapshot) as f:
+            json.load(f)
+        return None
+    except (OSError, ValueError) as err:
+        os.replace(snapshot, snapshot + ".damaged")
+        loaded = load_first_usable(run_checkpoints(run_dir), True, "resume with Ray Train's run state damaged")
+        resume = loaded.path if loaded is not None else None
+        warnings.warn(
+            f"Ray Train's run state {snapshot} is damaged ({type(err).__name__}: {err}); it was moved to "
+            f"{snapshot}.damaged, and the run resumes from "
+            + (f"its newest checkpoint, {resume}." if resume else "scratch: it has no checkpoint folder."),
+            stacklevel=4,
+        )
+        return resume
 
 
 def _most_workers(scaling: Any) -> int:

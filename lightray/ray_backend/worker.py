@@ -119,13 +119,20 @@ def _usable_restore_path(path: str, registered: str, run_dir: str, rank0: bool) 
         os.replace(registered, registered + ".damaged")
         warnings.warn(f"{problem} It was moved to {registered}.damaged; resuming from the checkpoint before it.",
                       stacklevel=2)  # fmt: skip
-    folders = [os.path.join(run_dir, name) for name in storage.listdir(run_dir) if name.endswith(".ckpt")]
-    newest_first = sorted((f for f in folders if os.path.isfile(os.path.join(f, CHECKPOINT_FILE))),
-                          key=_step_or_last, reverse=True)  # fmt: skip
-    loaded = load_first_usable(newest_first, rank0, "resume after a failure")
+    loaded = load_first_usable(run_checkpoints(run_dir), rank0, "resume after a failure")
     if loaded is None:
         raise CheckpointError(f"{problem} No other checkpoint of the run in {run_dir} to resume from.") from problem
     return os.path.join(loaded.path, CHECKPOINT_FILE)
+
+
+def run_checkpoints(run_dir: str) -> list[str]:
+    """The checkpoint folders of a run (local), newest (highest global step) first; unreadable ones first of all,
+    so that loading them sets them aside with their reason."""
+    from lightray import storage
+
+    folders = [os.path.join(run_dir, name) for name in storage.listdir(run_dir) if name.endswith(".ckpt")]
+    with_file = (f for f in folders if os.path.isfile(os.path.join(f, CHECKPOINT_FILE)))
+    return sorted(with_file, key=_step_or_last, reverse=True)
 
 
 def _step_or_last(folder: str) -> int:
