@@ -29,11 +29,17 @@ CASES: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
 }
 
 
-def run(framework: Any, model_kwargs: dict[str, Any], trainer_kwargs: dict[str, Any]) -> dict[str, Any]:
-    calls: list[str] = []
+def recording_callback(framework: Any, calls: list[str]) -> Any:
+    """A callback of ``framework`` that appends every hook it gets to ``calls``."""
     _, RecordingCallback = make_recorder(framework)
     callback = RecordingCallback()
     callback.calls = calls
+    return callback
+
+
+def run(framework: Any, model_kwargs: dict[str, Any], trainer_kwargs: dict[str, Any]) -> dict[str, Any]:
+    calls: list[str] = []
+    callback = recording_callback(framework, calls)
     torch.manual_seed(0)
     model = make_compare_model(framework)(calls, **model_kwargs)
     trainer = framework.Trainer(callbacks=[callback], **QUIET, **trainer_kwargs)
@@ -75,9 +81,7 @@ def test_same_hooks_as_lightning_outside_fit(stage: str) -> None:
     results = {}
     for framework in (lightray, pl):
         calls: list[str] = []
-        _, RecordingCallback = make_recorder(framework)
-        callback = RecordingCallback()
-        callback.calls = calls
+        callback = recording_callback(framework, calls)
         torch.manual_seed(0)
         model = make_tiny_model(framework)(calls, n=24, batch_size=8)
         trainer = framework.Trainer(callbacks=[callback], **QUIET)
@@ -106,9 +110,7 @@ def test_same_hooks_as_lightning_without_sanity_check_and_when_resuming(tmp_path
         trainer.fit(first)
         path = trainer.checkpoint_callback.best_model_path
         calls: list[str] = []
-        _, RecordingCallback = make_recorder(framework)
-        callback = RecordingCallback()
-        callback.calls = calls
+        callback = recording_callback(framework, calls)
         torch.manual_seed(0)
         resumed = model_cls(calls, optim="adam", sched="steplr")
         trainer = framework.Trainer(max_epochs=2, callbacks=[callback], **QUIET)
@@ -153,9 +155,7 @@ def test_same_hooks_as_lightning_with_a_datamodule() -> None:
     results = {}
     for framework in (lightray, pl):
         calls: list[str] = []
-        _, RecordingCallback = make_recorder(framework)
-        callback = RecordingCallback()
-        callback.calls = calls
+        callback = recording_callback(framework, calls)
         torch.manual_seed(0)
         model = make_compare_model(framework)(calls, optim="sgd")
         trainer = framework.Trainer(max_epochs=2, callbacks=[callback], **QUIET)

@@ -49,6 +49,9 @@ def train_fn(config: dict[str, Any]) -> None:
     # Ray raises worker processes' root logger to INFO, which prints every ``ray.train.report`` call;
     # user code on a worker logs as in any Python process (WARNING and above).
     logging.getLogger().setLevel(logging.WARNING)
+    # lightray's INFO lines ("`Trainer.fit` stopped: ...") are for a local terminal; Ray would forward them from
+    # the workers to the driver's output after its result
+    logging.getLogger("lightray").setLevel(logging.WARNING)
     torch.set_num_threads(request.threads)
     if request.seed is not None:
         seed_everything(request.seed)
