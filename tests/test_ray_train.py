@@ -194,3 +194,27 @@ def test_a_damaged_ray_run_state_is_named_and_the_run_resumes_from_its_checkpoin
     with pytest.warns(UserWarning, match=r"checkpoint_manager_snapshot.json is damaged .* resumes from its newest"):
         _, trainer = fit(tmp_path, "state", callbacks=[ModelCheckpoint(save_top_k=-1)], max_epochs=3)
     assert trainer.global_step == 3 * 8 and (snapshot.parent / "checkpoint_manager_snapshot.json.damaged").exists()
+
+
+def test_a_run_waiting_for_resources_says_what_it_waits_for(tmp_path, capfd, monkeypatch):
+    """While the workers cannot be placed (another actor holds the CPUs), the driver says so until they start."""
+    import threading
+
+    from lightray.ray_backend import watchdog
+
+    monkeypatch.setattr(watchdog, "INTERVAL_S", 1.0)
+    monkeypatch.setattr(watchdog.Watchdog.__init__, "__defaults__", (1.0, None))
+
+    @ray.remote(num_cpus=1.5)
+    class Hog:
+        def ready(self) -> bool:
+            return True
+
+    hog = Hog.remote()
+    ray.get(hog.ready.remote())
+    threading.Timer(12.0, lambda: ray.kill(hog)).start()  # the CPUs come free after a while
+    _, trainer = fit(tmp_path, "waiting", max_epochs=1)
+    assert trainer.global_step == 8
+    err = capfd.readouterr().err
+    assert "lightray: the Ray Train workers have not started after" in err
+    assert "placement group(s) wait for resources" in err

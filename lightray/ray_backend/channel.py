@@ -110,6 +110,7 @@ class ProgressRelay:
         self._lock = threading.Lock()  # events run one batch at a time, in order, in either thread
         self._draining: Any = None  # a drain still in flight: its events are taken off the channel already
         self._thread = threading.Thread(target=self._run, name="lightray-progress", daemon=True)
+        self.started = threading.Event()  # set when rank 0 says it started (see Watchdog)
 
     def __enter__(self) -> ProgressRelay:
         self._thread.start()
@@ -148,6 +149,8 @@ class ProgressRelay:
                     fn(*args)
                 finally:  # also when Tune ends the trial inside the call: rank 0 stops waiting
                     self.channel.call_done.remote(key)
+            elif event[0] == "started":  # rank 0's train function began
+                self.started.set()
             else:
                 kind, stage, *args = event
                 getattr(self.renderer, kind)(stage, *args)

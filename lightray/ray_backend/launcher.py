@@ -40,6 +40,7 @@ class RayLauncher:
         from lightray.ray_backend.channel import ChannelRenderer, DriverChannel, ProgressRelay, receive_result
         from lightray.ray_backend.config import ray_configs
         from lightray.ray_backend.placement import check_fits, check_room_for_ray_data, worker_resources
+        from lightray.ray_backend.watchdog import Watchdog
         from lightray.ray_backend.worker import StageRequest, train_fn
         from lightray.seed import global_seed
         from lightray.tune import trial as tune_trial
@@ -84,7 +85,8 @@ class RayLauncher:
         ray_trainer = TorchTrainer(train_fn, train_loop_config={"request": request}, scaling_config=scaling,
                                    run_config=run_config)  # fmt: skip
         try:
-            with ProgressRelay(channel, local_renderer if bar is not None else default_renderer()):
+            relay = ProgressRelay(channel, local_renderer if bar is not None else default_renderer())
+            with relay, Watchdog(relay.started):
                 ray_trainer.fit()
         except ray.train.TrainingFailedError as err:
             _reraise_worker_error(err, options.max_failures if options.run_config is None else None)

@@ -56,6 +56,8 @@ def train_fn(config: dict[str, Any]) -> None:
     if request.seed is not None:
         seed_everything(request.seed)
     rank0 = ray.train.get_context().get_world_rank() == 0
+    if rank0:
+        request.channel.progress.remote([("started",)])  # stops the driver's watchdog
     trainer = _worker_trainer(request, rank0)
     if rank0:
         trainer.loggers.append(HistoryLogger(request.channel))
