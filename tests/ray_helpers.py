@@ -96,3 +96,17 @@ class RecordWorldSize(pl.Callback):
         if trainer.is_global_zero:
             with open(self.path, "a") as f:
                 f.write(f"{trainer.world_size} {trainer.accumulate_grad_batches} {trainer.global_step}\n")
+
+
+class KillAt(pl.Callback):
+    """SIGKILLs worker ``rank`` of each (step, rank) once, after that many optimizer steps (marker files)."""
+
+    def __init__(self, folder: str, kills: list[tuple[int, int]]) -> None:
+        self.folder, self.kills = folder, kills
+
+    def on_train_batch_end(self, trainer, pl_module, *args):
+        for step, rank in self.kills:
+            marker = os.path.join(self.folder, f"killed-{step}-{rank}")
+            if trainer.global_rank == rank and trainer.global_step == step and not os.path.exists(marker):
+                open(marker, "w").close()
+                os.kill(os.getpid(), signal.SIGKILL)

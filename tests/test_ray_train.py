@@ -6,7 +6,7 @@ import os
 
 import pytest
 import torch
-from ray_helpers import KillOnce, RaiseOnce, Regression
+from ray_helpers import KillAt, KillOnce, RaiseOnce, Regression
 
 import lightray as pl
 from lightray.checkpoint import load_checkpoint_file
@@ -218,3 +218,22 @@ def test_a_run_waiting_for_resources_says_what_it_waits_for(tmp_path, capfd, mon
     err = capfd.readouterr().err
     assert "lightray: the Ray Train workers have not started after" in err
     assert "placement group(s) wait for resources" in err
+
+
+def test_workers_killed_at_random_steps_several_times_end_with_the_uninterrupted_weights(tmp_path):
+    import random
+
+    rng = random.Random()
+    kills = sorted((rng.randint(2, 14), rng.randint(0, 1)) for _ in range(2))
+    if kills[0][0] == kills[1][0]:
+        kills[1] = (kills[0][0] + 1, kills[1][1])
+    every3 = dict(every_n_train_steps=3, save_top_k=-1)
+    pl.seed_everything(1)
+    reference, _ = fit(tmp_path, "uninterrupted", callbacks=[pl.callbacks.ModelCheckpoint(**every3)])
+    pl.seed_everything(1)
+    callbacks = [pl.callbacks.ModelCheckpoint(**every3), KillAt(str(tmp_path), kills)]
+    resumed, trainer = fit(tmp_path, "killed-twice", callbacks=callbacks, max_failures=2)
+    assert sorted(p.name for p in tmp_path.glob("killed-*")) == sorted(f"killed-{s}-{r}" for s, r in kills), kills
+    assert trainer.global_step == 16, kills
+    for key, value in reference.state_dict().items():
+        assert torch.equal(resumed.state_dict()[key], value), (key, kills)
