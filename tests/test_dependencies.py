@@ -78,3 +78,56 @@ def test_optional_imports_are_guarded_with_an_install_hint():
                 and any(re.search(r"ImportError|ModuleNotFoundError", ast.unparse(h)) for h in node.handlers)
             ]
             assert guarded, f"{path}: optional {module} is never imported in a try/except ImportError with a hint"
+
+
+def installed_closure() -> set[str]:
+    """The distributions a fresh ``pip install .`` brings: lightray's requirements and theirs, extras followed."""
+    from packaging.requirements import Requirement
+
+    found: set[tuple[str, frozenset[str]]] = set()
+    todo: list[tuple[str, frozenset[str]]] = [("lightray", frozenset())]
+    while todo:
+        name, extras = todo.pop()
+        key = (_normal(name), extras)
+        if key in found:
+            continue
+        found.add(key)
+        try:
+            requires = importlib.metadata.requires(name) or []
+        except importlib.metadata.PackageNotFoundError:
+            continue
+        for spec in requires:
+            req = Requirement(spec)
+            wanted = [{"extra": e} for e in extras] or [{"extra": ""}]
+            if req.marker is None or any(req.marker.evaluate(env) for env in wanted):
+                todo.append((req.name, frozenset(req.extras)))
+    return {name for name, _ in found}
+
+
+BLOCKER = """
+import importlib.abc, sys
+blocked = set(sys.argv[1].split(","))
+class Blocker(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in blocked:
+            raise ModuleNotFoundError(f"No module named {name!r} (not installed by lightray's requirements)")
+sys.meta_path.insert(0, Blocker())
+from lightray.cli import main
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+def test_lightray_submit_runs_with_only_the_declared_dependencies(tmp_path):
+    """As in a fresh environment with ``pip install .``: every module of a distribution that lightray's
+    requirements do not bring (the dev extra's pytest, pytorch-lightning, moto, ...) is made unimportable."""
+    import subprocess
+
+    closure = installed_closure()
+    distributions = importlib.metadata.packages_distributions()
+    blocked = sorted(m for m, dists in distributions.items() if not {_normal(d) for d in dists} & closure)
+    assert "pytorch_lightning" in blocked and "pathspec" not in blocked and "torch" not in blocked
+    (tmp_path / "train.py").write_text("print('hi')\n")
+    argv = ["submit", "--working-dir", str(tmp_path), "--dry-run", "--", "python", "train.py"]
+    done = subprocess.run([sys.executable, "-c", BLOCKER, ",".join(blocked), *argv], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert f"uploading working_dir {tmp_path}: 1 files" in done.stderr
