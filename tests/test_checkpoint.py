@@ -25,6 +25,9 @@ class HModel(BoringModel):
         self.save_hyperparameters(ignore="net")
 
 
+QUIET_FIT = dict(logger=False, enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0)
+
+
 def trained(tmp_path, **kwargs):
     model = HModel(lr=0.2)
     trainer = pl.Trainer(max_epochs=1, limit_train_batches=4, limit_val_batches=2, default_root_dir=tmp_path,
@@ -376,3 +379,16 @@ def test_a_full_disk_says_so_and_keeps_the_last_good_checkpoint(small_disk):
         trainer.save_checkpoint(small_disk / "model.ckpt")
     assert (small_disk / "model.ckpt").read_bytes() == before
     assert [p.name for p in small_disk.iterdir()] == ["model.ckpt"]  # no temporary left behind
+
+
+def test_a_replaced_newest_checkpoint_is_refused_and_set_aside(tmp_path):
+    """A newest checkpoint swapped for a pickle that would run code on load: never executed, set aside, and the
+    run resumes from the checkpoint before it."""
+    callback = ModelCheckpoint(dirpath=tmp_path, every_n_train_steps=2, save_top_k=-1, save_last=True)
+    pl.Trainer(max_steps=4, callbacks=[callback], **QUIET_FIT).fit(BoringModel())
+    torch.save({"state_dict": {}, "payload": os.system}, tmp_path / "last.ckpt")  # code, not data
+    callback = ModelCheckpoint(dirpath=tmp_path, every_n_train_steps=2, save_top_k=-1, save_last=True)
+    trainer = pl.Trainer(max_steps=6, callbacks=[callback], **QUIET_FIT)
+    with pytest.warns(UserWarning, match=r"last.ckpt.*holds objects that a safe load refuses.*moved to .*damaged"):
+        trainer.fit(BoringModel(), ckpt_path="last")
+    assert trainer.global_step == 6 and (tmp_path / "last.ckpt.damaged").exists()
