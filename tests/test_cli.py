@@ -10,6 +10,7 @@ import pytest
 import torch
 import yaml
 
+import lightray
 from lightray import cli, jobs
 from lightray.errors import MisconfigurationError
 
@@ -237,3 +238,8 @@ def test_submit_counts_what_links_point_to_and_refuses_links_out_of_the_folder(t
         jobs.submit_main(argv)
     assert jobs.submit_main(["--allow-links-outside", *argv]) == 0
     assert "5 files, 3.0 MiB" in capsys.readouterr().err  # what the links point to is counted
+
+
+def test_version():
+    done = subprocess.run([LIGHTRAY, "--version"], capture_output=True, text=True)
+    assert done.returncode == 0 and done.stdout.strip() == f"lightray {lightray.__version__}"

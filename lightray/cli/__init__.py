@@ -51,6 +51,11 @@ def main(argv: list[str] | None = None) -> int:
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
     command = argv[0] if argv else ""
+    if command in ("--version", "-V"):
+        from lightray import __version__
+
+        print(f"lightray {__version__}")
+        return 0
     try:
         if command == "submit":
             from lightray.jobs import submit_main
