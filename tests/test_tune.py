@@ -8,7 +8,7 @@ import time
 
 import pytest
 import torch
-from tune_helpers import STEPS_PER_EPOCH, Tiny, read_records, train_fn, tune_cluster
+from tune_helpers import STEPS_PER_EPOCH, Tiny, read_records, train_fn, train_on, tune_cluster
 
 import lightray
 import lightray.tune
@@ -23,11 +23,31 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 @pytest.fixture(scope="module", autouse=True)
 def local_cluster():
+    import tune_helpers
+
     with tune_cluster():
+        # a user's script ships its own functions with the trials (cloudpickle sends __main__ by value) and finds its
+        # modules beside it; pytest's tests folder is not on the trial processes' path, so send the helpers along
+        ray.cloudpickle.register_pickle_by_value(tune_helpers)
         yield
+        ray.cloudpickle.unregister_pickle_by_value(tune_helpers)
+
+
+def plain_search(tmp_path, name, param_space, scheduler=None, trainable=train_fn, trial_cpus=1.0, **run_options):
+    """A search the way Ray documents it: ``ray.tune.Tuner`` over a function trainable with the trial's resources."""
+    record = tmp_path / "record"
+    record.mkdir(exist_ok=True)
+    tuner = tune.Tuner(
+        tune.with_resources(trainable, {"cpu": trial_cpus}),
+        param_space={"record_dir": str(record), **param_space},
+        tune_config=tune.TuneConfig(metric="val_loss", mode="min", scheduler=scheduler, max_concurrent_trials=2),
+        run_config=tune.RunConfig(name=name, storage_path=str(tmp_path / "results"), verbose=0, **run_options),
+    )
+    return tuner.fit(), str(record)
 
 
 def search(tmp_path, name, param_space, scheduler=None, num_workers=0, **tune_kwargs):
+    """The same through lightray's shortcut, which also counts each trial's Ray Train workers."""
     record = tmp_path / "record"
     record.mkdir(exist_ok=True)
     tuner = lightray.tune.tuner(
@@ -51,29 +71,62 @@ def validated_epochs(record: str, result) -> list[int]:
     return [row["epoch"] for row in read_records(record, result.metrics["trial_id"]) if row["event"] == "val"]
 
 
-def test_asha_stops_the_bad_trials_and_reports_follow_validation_epochs(tmp_path):
-    # three identical good trials first, then three that never learn (lr=0): with two trials at a time the good
-    # ones fill the first rung, and each bad one is stopped there, at its first report
+def test_a_plain_tuner_with_asha_stops_the_weak_trials_and_finds_the_best_lr(tmp_path):
+    # eight trials, two at a time: four that learn first, then four that never do (lr=0); ASHA stops each of those
+    # at its first report (rung 1). Plain SGD on a linear regression: the largest lr is the best at every epoch
     asha = tune.schedulers.ASHAScheduler(max_t=4, grace_period=1, reduction_factor=2)
-    results, record = search(tmp_path, "asha", {"lr": tune.grid_search([0.05, 0.05, 0.05, 0.0, 0.0, 0.0])}, asha)
-    assert not results.errors
-    iterations = sorted((r.config["lr"], len(r.metrics_dataframe)) for r in results)
-    assert iterations == [(0.0, 1)] * 3 + [(0.05, 4)] * 3
+    grid = [0.2, 0.1, 0.05, 0.02, 0.0, 0.0, 0.0, 0.0]
+    results, record = plain_search(tmp_path, "asha", {"lr": tune.grid_search(grid), "momentum": 0.0}, asha)
+    assert not results.errors and len(results) == 8
+    iterations = {}
     for result in results:
-        # one Tune iteration per validation epoch, in order, and nothing else
-        assert reported_epochs(result) == validated_epochs(record, result) == list(range(len(validated_epochs(
-            record, result))))  # fmt: skip
+        iterations.setdefault(result.config["lr"], []).append(len(result.metrics_dataframe))
+        # one Tune iteration per validation epoch, in order, each with a checkpoint
+        assert reported_epochs(result) == validated_epochs(record, result) == list(range(len(reported_epochs(result))))
         assert list(result.metrics_dataframe["training_iteration"]) == [e + 1 for e in reported_epochs(result)]
+        assert result.checkpoint is not None
+    assert iterations[0.0] == [1, 1, 1, 1]  # stopped early
+    assert iterations[0.2] == [4]
     best = results.get_best_result()
-    assert best.config["lr"] == 0.05 and best.metrics["epoch"] == 3
+    assert best.config["lr"] == 0.2 and best.metrics["epoch"] == 3
     model = lightray.tune.load_best(results, Tiny)
-    assert model.hparams.lr == 0.05
     saved = torch.load(lightray.tune.checkpoint_path(best), weights_only=True)
-    assert saved["global_step"] == 4 * STEPS_PER_EPOCH
+    assert model.hparams.lr == 0.2 and saved["global_step"] == 4 * STEPS_PER_EPOCH
     assert torch.equal(model.net.weight, saved["state_dict"]["net.weight"])
 
 
-def test_distributed_trials_complete_and_stopped_ones_free_their_workers(tmp_path):
+def test_a_plain_tuner_with_parameters_passes_a_dataset_to_each_trial(tmp_path):
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(48, 8, generator=g)
+    data = (x, x @ torch.randn(8, 1, generator=g))
+    trainable = tune.with_parameters(train_on, data=data)
+    results, record = plain_search(tmp_path, "params", {"lr": tune.grid_search([0.05, 0.0]), "max_epochs": 2},
+                                   trainable=trainable, trial_cpus=0.5)  # fmt: skip
+    assert not results.errors
+    for result in results:
+        rows = read_records(record, result.metrics["trial_id"])
+        assert rows[0] == {"event": "data", "samples": 48}  # the dataset from the object store, not the module's own
+        assert reported_epochs(result) == [0, 1]
+        saved = torch.load(lightray.tune.checkpoint_path(result), weights_only=True)
+        assert saved["global_step"] == 2 * 3  # 48 samples in batches of 16
+    assert results.get_best_result().config["lr"] == 0.05
+
+
+def test_a_plain_tuner_trial_can_drive_two_ray_train_workers(tmp_path):
+    # the trial holds a small CPU share and its Ray Train run asks for its own workers, as Ray documents it:
+    # 2 trials x (0.1 + 2 x 0.4) CPUs fit the 2-CPU cluster at once
+    results, record = plain_search(tmp_path, "ddp", {"lr": tune.grid_search([0.05, 0.0]), "max_epochs": 2,
+                                                     "num_workers": 2}, trial_cpus=0.1)  # fmt: skip
+    assert not results.errors
+    for result in results:
+        assert reported_epochs(result) == validated_epochs(record, result) == [0, 1]
+        assert result.metrics["rank"] == pytest.approx(0.5)  # averaged over the two ranks
+        saved = torch.load(lightray.tune.checkpoint_path(result), weights_only=True)
+        assert saved["global_step"] == 2 * STEPS_PER_EPOCH
+    assert results.get_best_result().config["lr"] == 0.05
+
+
+def test_distributed_trials_of_the_shortcut_complete_and_stopped_ones_free_their_workers(tmp_path):
     # 2 workers x 0.4 CPU + 0.1 for the trial: two trials at a time; the third (lr=0) starts when one ends, and
     # ASHA stops it after one epoch
     asha = tune.schedulers.ASHAScheduler(max_t=2, grace_period=1, reduction_factor=2)
@@ -94,7 +147,7 @@ def test_distributed_trials_complete_and_stopped_ones_free_their_workers(tmp_pat
     assert ray.available_resources().get("CPU", 0) == pytest.approx(2)
 
 
-def test_pbt_exploits_a_checkpoint_with_the_mutated_lr(tmp_path):
+def test_pbt_through_a_plain_tuner_exploits_a_checkpoint_with_the_mutated_lr(tmp_path):
     pbt = tune.schedulers.PopulationBasedTraining(
         time_attr="training_iteration",
         perturbation_interval=1,
@@ -103,7 +156,7 @@ def test_pbt_exploits_a_checkpoint_with_the_mutated_lr(tmp_path):
         resample_probability=0.0,
         synch=True,
     )
-    results, record = search(tmp_path, "pbt", {"lr": tune.grid_search([0.05, 0.0]), "max_epochs": 3}, pbt)
+    results, record = plain_search(tmp_path, "pbt", {"lr": tune.grid_search([0.05, 0.0]), "max_epochs": 3}, pbt)
     assert not results.errors
     starts = {r.path: [row for row in read_records(record, r.metrics["trial_id"]) if row["event"] == "start"]
               for r in results}  # fmt: skip
@@ -119,19 +172,31 @@ def test_pbt_exploits_a_checkpoint_with_the_mutated_lr(tmp_path):
         assert result.metrics["epoch"] == 2 and len(result.metrics_dataframe) >= 1
 
 
-def test_interrupted_search_resumes_with_tuner_restore(tmp_path):
+def test_an_interrupted_plain_search_resumes_with_tuner_restore(tmp_path):
     marker = str(tmp_path / "failed")
-    results, record = search(tmp_path, "restore", {"lr": 0.05, "fail_marker": marker})
+    results, record = plain_search(tmp_path, "restore", {"lr": 0.05, "fail_marker": marker})
     assert len(results.errors) == 1 and "interrupted on purpose" in str(results.errors[0])
     path = str(tmp_path / "results" / "restore")
     assert tune.Tuner.can_restore(path)
-    restored = tune.Tuner.restore(path, trainable=lightray.tune.trainable(train_fn), resume_errored=True).fit()
+    trainable = tune.with_resources(train_fn, {"cpu": 1})
+    restored = tune.Tuner.restore(path, trainable=trainable, resume_errored=True).fit()
     assert not restored.errors
     result = restored[0]
-    rows = read_records(record, result.metrics["trial_id"])
-    second_start = [row for row in rows if row["event"] == "start"][1]
+    second_start = [row for row in read_records(record, result.metrics["trial_id"]) if row["event"] == "start"][1]
     assert second_start["step"] == second_start["restored_step"] == 2 * STEPS_PER_EPOCH
     assert reported_epochs(result) == [0, 1, 2, 3]  # the restored trial went on where it stopped, no repeats
+
+
+def test_a_failed_trial_that_tune_retries_resumes_from_its_last_report(tmp_path):
+    marker = str(tmp_path / "failed")
+    failures = tune.FailureConfig(max_failures=1)
+    results, record = plain_search(tmp_path, "retry", {"lr": 0.05, "fail_marker": marker}, failure_config=failures)
+    assert not results.errors
+    result = results[0]
+    starts = [row for row in read_records(record, result.metrics["trial_id"]) if row["event"] == "start"]
+    assert [row["step"] for row in starts] == [0, 2 * STEPS_PER_EPOCH]
+    assert starts[1]["restored_step"] == 2 * STEPS_PER_EPOCH
+    assert reported_epochs(result) == [0, 1, 2, 3]
 
 
 def test_a_metric_never_logged_fails_the_trial_naming_the_logged_ones(tmp_path):

@@ -20,7 +20,7 @@ STEPS_PER_EPOCH = 4  # 64 samples, batches of 16 (per trial, or split over 2 wor
 class Tiny(pl.LightningModule):
     """Linear regression; ``lr=0`` never learns, so its loss stays clearly worse than a trial that does."""
 
-    def __init__(self, lr: float = 0.05, batch_size: int = 16) -> None:
+    def __init__(self, lr: float = 0.05, batch_size: int = 16, momentum: float = 0.9) -> None:
         super().__init__()
         self.save_hyperparameters()
         self.net = nn.Linear(8, 1)
@@ -40,7 +40,7 @@ class Tiny(pl.LightningModule):
         self.log("rank", float(self.global_rank))  # not synced: the Tune report averages it over ranks
 
     def configure_optimizers(self):
-        return torch.optim.SGD(self.parameters(), lr=self.hparams.lr, momentum=0.9)
+        return torch.optim.SGD(self.parameters(), lr=self.hparams.lr, momentum=self.hparams.momentum)
 
     def train_dataloader(self):
         return DataLoader(TensorDataset(self.x, self.y), batch_size=self.hparams.batch_size, shuffle=True)
@@ -111,7 +111,22 @@ def train_fn(config: dict) -> None:
         logger=False,
         num_sanity_val_steps=0,
     )
-    trainer.fit(Tiny(lr=config["lr"], batch_size=16 // max(workers, 1)))
+    trainer.fit(Tiny(lr=config["lr"], batch_size=16 // max(workers, 1), momentum=config.get("momentum", 0.9)))
+
+
+def train_on(config: dict, data: tuple[torch.Tensor, torch.Tensor]) -> None:
+    """A trial whose data arrives through ``tune.with_parameters`` (in Ray's object store, not in the config)."""
+    import ray.tune
+
+    pl.seed_everything(0)
+    record = os.path.join(config["record_dir"], ray.tune.get_context().get_trial_id() + ".jsonl")
+    model = Tiny(lr=config["lr"])
+    model.x, model.y = data
+    with open(record, "a") as f:
+        f.write(json.dumps({"event": "data", "samples": len(data[0])}) + "\n")
+    trainer = pl.Trainer(max_epochs=config["max_epochs"], callbacks=[Record(record), TuneReportCallback("val_loss")],
+                         enable_progress_bar=False, enable_model_summary=False, logger=False)  # fmt: skip
+    trainer.fit(model)
 
 
 def read_records(record_dir: str, trial_id: str) -> list[dict]:

@@ -148,10 +148,11 @@ def build_parser() -> tuple[ArgumentParser, dict[str, ArgumentParser]]:
         sub.add_subclass_arguments(
             LightningDataModule, "data", required=False, help="the LightningDataModule's class path"
         )
+        # in `tune` only so that every config `lightray fit` writes or prints is accepted: a search's trials start
+        # from scratch or from the checkpoints Tune gives them (PBT, restore), so a path there is an error
+        sub.add_argument("--ckpt_path", type=str | None, default=None, help='"last", "best" or a checkpoint path')
         if stage == "tune":
             add_search_arguments(sub)
-        else:  # a search's trials start from scratch, or from the checkpoints Tune gives them (PBT, restore)
-            sub.add_argument("--ckpt_path", type=str | None, default=None, help='"last", "best" or a checkpoint path')
         subcommands.add_subcommand(
             stage, sub, help="a Ray Tune search of Trainer.fit runs" if stage == "tune" else f"Trainer.{stage}"
         )

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ast
 import difflib
+import importlib.util
 import os
 import re
 import time
@@ -19,6 +20,8 @@ if TYPE_CHECKING:
     from jsonargparse import ArgumentParser
 
 SCHEDULERS = ("fifo", "asha", "pbt")
+# Ray Tune's search algorithms by name: random/grid sampling (Tune's default), and two that learn from the trials
+SEARCH_ALGS = {"random": None, "optuna": "optuna", "hyperopt": "hyperopt"}  # name -> the package it needs
 
 # Trainer options that every trial shares: they decide the trials' resources and where things go.
 _FIXED_IN_A_SEARCH = {
@@ -58,6 +61,18 @@ def add_search_arguments(parser: ArgumentParser) -> None:
         default={},
         help="keyword arguments of the Ray Tune scheduler, e.g. {grace_period: 2, reduction_factor: 3}",
     )
+    add(
+        "--tune.search_alg",
+        type=str,
+        default="random",
+        help="random (Tune's default: grid and random sampling), optuna or hyperopt (pip install 'lightray[search]')",
+    )
+    add(
+        "--tune.search_alg_args",
+        type=dict[str, AnyValue],
+        default={},
+        help="keyword arguments of the Ray Tune search algorithm, e.g. {seed: 0}",
+    )
     add("--tune.max_concurrent_trials", type=int | None, default=None, help="at most this many trials at once")
     add("--tune.cpus_per_trial", type=float, default=1.0, help="CPUs of a trial that trains in-process")
     add("--tune.gpus_per_trial", type=float, default=0.0, help="GPUs of a trial that trains in-process")
@@ -73,6 +88,13 @@ def add_search_arguments(parser: ArgumentParser) -> None:
         type=bool | None,
         default=None,
         help="true: resume the search called --tune.name; false: never; default: resume when it exists",
+    )
+    add(
+        "--tune.show_output",
+        type=bool,
+        default=False,
+        help="true: the trials' own output also prints here, between Tune's tables (it always goes to "
+        "<trial folder>/output.log)",
     )
     add(
         "--search_space",
@@ -158,8 +180,26 @@ def check_search(text: str, given: dict[str, Any]) -> str:
             f"--tune.scheduler {search['scheduler']!r}: unknown scheduler.{hint} Valid choices: "
             + ", ".join(SCHEDULERS)
         )
+    if search["search_alg"] not in SEARCH_ALGS:
+        close = difflib.get_close_matches(str(search["search_alg"]), SEARCH_ALGS, n=1)
+        hint = f" Did you mean {close[0]}?" if close else ""
+        problems.append(
+            f"--tune.search_alg {search['search_alg']!r}: unknown search algorithm.{hint} Valid choices: "
+            + ", ".join(SEARCH_ALGS)
+        )
+    elif (package := SEARCH_ALGS[search["search_alg"]]) and importlib.util.find_spec(package) is None:
+        problems.append(
+            f"--tune.search_alg {search['search_alg']}: the package {package!r} is not installed. Install it with "
+            "pip install 'lightray[search]'"
+        )
     if search["num_samples"] < 1:
         problems.append(f"--tune.num_samples {search['num_samples']}: give at least 1")
+    if config.get("ckpt_path") is not None:
+        problems.append(
+            f"--ckpt_path {config['ckpt_path']!r}: a search's trials start from scratch, or from the checkpoints Tune "
+            "gives them (PBT, a resumed search: --tune.resume). Remove ckpt_path (or set it to null); to start every "
+            "trial from trained weights, load them in the model's __init__ or setup"
+        )
     if not isinstance(config["trainer"]["num_workers"], int):
         problems.append("--trainer.num_workers: a search's trials need a fixed number of workers (no elastic range)")
     valid = _searchable_keys(config)
@@ -175,6 +215,12 @@ def check_search(text: str, given: dict[str, Any]) -> str:
             fixed = f" A fixed value goes in --{short}." if str(err).startswith("not a domain") else ""
             problems.append(f"--search_space.{key} {expression!r}: {err}{fixed}")
         space[short] = expression
+    grids = [key for key, expression in space.items() if str(expression).lstrip().startswith("grid_search")]
+    if grids and search["search_alg"] in SEARCH_ALGS and search["search_alg"] != "random":
+        problems.append(
+            f"--search_space {', '.join(grids)}: --tune.search_alg {search['search_alg']} samples its own values and "
+            "takes no grid_search; use choice([...]) instead, or --tune.search_alg random for a grid"
+        )
     if not config.get("search_space"):
         problems.append(
             "nothing to search: give --search_space.<key> '<domain>' (or a search_space: block in the "

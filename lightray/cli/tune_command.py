@@ -6,13 +6,14 @@ are read and checked in :mod:`lightray.cli.search_space`.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import inspect
 import logging
 import os
 import re
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from lightray.cli import build_parser
@@ -66,12 +67,13 @@ def tune(text: str) -> ResultGrid:
     )
     max_epochs = trainer["max_epochs"] if isinstance(trainer["max_epochs"], int) and trainer["max_epochs"] > 0 else None
     scheduler = _scheduler(search["scheduler"], search["scheduler_args"], max_epochs, space)
-    trial = _trial_function(config, search["metric"], list(space), path)
-    if not ray.is_initialized():
-        ray.init(logging_level=logging.WARNING)
+    search_alg = _search_alg(search["search_alg"], search["search_alg_args"])
+    trial = _trial_function(config, search["metric"], list(space), path, search["show_output"])
+    if not ray.is_initialized():  # the trials' output goes to their output.log; Tune's tables print here
+        ray.init(logging_level=logging.WARNING, log_to_driver=search["show_output"])
     save_config(path, text)
+    print(f"lightray tune: {'resuming' if exists else 'starting'} the search in {path}", flush=True)
     if exists:
-        print(f"lightray tune: resuming the search in {path}", flush=True)
         fn = lightray.tune.trainable(trial, **resources)
         results = ray.tune.Tuner.restore(path, trainable=fn, resume_errored=True).fit()
     else:
@@ -80,6 +82,7 @@ def tune(text: str) -> ResultGrid:
             mode=search["mode"],
             num_samples=search["num_samples"],
             scheduler=scheduler,
+            search_alg=search_alg,
             max_concurrent_trials=search["max_concurrent_trials"],
             reuse_actors=not trainer["num_workers"],
         )
@@ -136,6 +139,28 @@ def _scheduler(name: str, args: dict[str, Any], max_epochs: int | None, space: d
         ) from None
 
 
+def _search_alg(name: str, args: dict[str, Any]) -> Any:
+    """Ray Tune's search algorithm ``name`` with ``args`` (Ray's own argument names); None for Tune's default
+    (random and grid sampling) without arguments. The search's metric and mode come from the TuneConfig. Driver."""
+    cls: type
+    if name == "optuna":
+        from ray.tune.search.optuna import OptunaSearch as cls
+    elif name == "hyperopt":
+        from ray.tune.search.hyperopt import HyperOptSearch as cls
+    elif args:
+        from ray.tune.search import BasicVariantGenerator as cls
+    else:
+        return None
+    try:
+        return cls(**args)
+    except (TypeError, ValueError) as err:
+        accepted = [p for p in inspect.signature(cls).parameters if p not in ("self", "metric", "mode", "space")]
+        raise UsageError(
+            f"--tune.search_alg_args {args}: {err}. The {name} search algorithm (ray.tune.search.{cls.__name__}) "
+            "accepts: " + ", ".join(accepted)
+        ) from None
+
+
 def _user_paths(config: dict[str, Any]) -> list[str]:
     """The folders that make the config's class paths importable (the current folder, the user's modules):
     trials start in Tune's folders, where ``lightray fit``'s current-folder rule does not hold. Driver."""
@@ -153,28 +178,29 @@ def _user_paths(config: dict[str, Any]) -> list[str]:
     return list(dict.fromkeys(paths))
 
 
-def _trial_function(config: dict[str, Any], metric: str, keys: list[str], path: str) -> Callable[..., None]:
+def _trial_function(
+    config: dict[str, Any], metric: str, keys: list[str], path: str, show_output: bool
+) -> Callable[..., None]:
     """The trial as a function of Tune's sampled config (built on the driver, pickled to the trials)."""
     paths = _user_paths(config)
 
     def lightray_trial(sampled: dict[str, Any]) -> None:
-        _fit_trial(config, {key: lookup(sampled, key) for key in keys}, metric, paths, path)
+        _fit_trial(config, {key: lookup(sampled, key) for key in keys}, metric, paths, path, show_output)
 
     return lightray_trial
 
 
 def _fit_trial(
-    config: dict[str, Any], sampled: dict[str, Any], metric: str, paths: list[str], search_path: str
+    config: dict[str, Any], sampled: dict[str, Any], metric: str, paths: list[str], search_path: str, show_output: bool
 ) -> None:
     """One trial: ``lightray fit`` with the search's config and this trial's ``sampled`` values, reporting to Tune.
 
-    Runs in the trial process (its loop there, or on its Ray Train workers). Its logs and ``config.yaml`` (the
-    trial's own, runnable with ``lightray fit --config``) go to the trial's folder.
+    Runs in the trial process (its loop there, or on its Ray Train workers). Its logs, ``config.yaml`` (the
+    trial's own, runnable with ``lightray fit --config``) and its output (``output.log``) go to the trial's folder.
     """
     import ray.tune
 
     from lightray import storage
-    from lightray.seed import seed_everything
 
     for path in reversed(paths):
         if path not in sys.path:
@@ -186,9 +212,16 @@ def _fit_trial(
     # the trial's folder of the search: Tune would copy its local working folder there only with checkpoints
     trial_dir = ray.tune.get_context().get_trial_dir()
     local = not storage.is_remote(search_path)
-    config["trainer"]["default_root_dir"] = (
-        storage.join(search_path, os.path.basename(trial_dir)) if local else trial_dir
-    )
+    folder = storage.join(search_path, os.path.basename(trial_dir)) if local else trial_dir
+    config["trainer"]["default_root_dir"] = folder
+    os.makedirs(folder, exist_ok=True)
+    with contextlib.nullcontext() if show_output else output_to(os.path.join(folder, "output.log")):
+        _fit(config, metric)
+
+
+def _fit(config: dict[str, Any], metric: str) -> None:
+    from lightray.seed import seed_everything
+
     parser = build_parser()[1]["fit"]
     options = parser.parse_object(config)
     if options.seed_everything is not False:
@@ -196,6 +229,26 @@ def _fit_trial(
     objects = parser.instantiate(options)
     trainer = make_trainer(objects.trainer, parser.dump(options, skip_unset=False), _SearchReport(metric))
     trainer.fit(objects.model, datamodule=objects.data)
+
+
+@contextlib.contextmanager
+def output_to(path: str) -> Iterator[None]:
+    """This process's stdout and stderr into the file ``path`` for the block: at the file descriptors, so prints,
+    warnings, logging handlers, progress bars and Ray's own lines all land there (the trial process)."""
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    saved = [os.dup(1), os.dup(2)]
+    with open(path, "ab") as f:
+        os.dup2(f.fileno(), 1)
+        os.dup2(f.fileno(), 2)
+    try:
+        yield
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            stream.flush()
+        for fd, copy in zip((1, 2), saved):
+            os.dup2(copy, fd)
+            os.close(copy)
 
 
 class _SearchReport(TuneReportCallback):

@@ -11,9 +11,9 @@ validation epochs (or whichever event ``on`` names).
 from __future__ import annotations
 
 import io
+import logging
 import os
 import tempfile
-import warnings
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -33,10 +33,18 @@ EVENTS = ("validation_end", "validation_epoch_end", "train_epoch_end", "train_en
 class TuneReportCallback(Callback):
     """Report logged metrics, reduced over all ranks, and a checkpoint to Ray Tune.
 
-    Create it inside the function a lightray Tune trial runs (``lightray.tune.trainable`` /
-    ``lightray.tune.tuner``)::
+    Create it inside the function that a Ray Tune trial runs: any function trainable given to
+    ``ray.tune.Tuner`` (directly, or through ``tune.with_resources`` / ``tune.with_parameters``), or to
+    ``lightray.tune.tuner`` / ``lightray tune``; its Trainer may train in the trial or on Ray Train workers::
 
-        trainer = pl.Trainer(max_epochs=10, callbacks=[TuneReportCallback({"loss": "val_loss"})])
+        def train_fn(config):
+            trainer = pl.Trainer(max_epochs=10, callbacks=[TuneReportCallback({"loss": "val_loss"})])
+            trainer.fit(LitModel(config["lr"]), datamodule=...)
+
+        ray.tune.Tuner(train_fn, param_space={"lr": tune.loguniform(1e-4, 1e-1)},
+                       tune_config=tune.TuneConfig(metric="loss", mode="min", scheduler=ASHAScheduler())).fit()
+
+    ``fit`` outside any Tune trial raises ``MisconfigurationError``.
 
     Args:
         metrics: which of the logged metrics (``trainer.callback_metrics``) to report: None for all, a name,
@@ -75,12 +83,22 @@ class TuneReportCallback(Callback):
         self._configured: list[list[dict[str, Any]]] | None = None  # optimizer hyperparameters set by this fit
         self._restored_configured: list[list[dict[str, Any]]] | None = None  # those of the checkpoint's fit
         self._loading: dict[str, Any] | None = None  # the checkpoint being restored
-        self._warned = False
+        if trial is not None:  # one log line per Tune checkpoint ("Checkpoint successfully created") buries the rest
+            logging.getLogger("ray.train").setLevel(logging.WARNING)
 
     # ------------------------------------------------------------------ restore
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
-        """Resume from the trial's Tune checkpoint when the fit names no other (training process)."""
-        if stage == "fit" and trainer.ckpt_path is None and self._restore_path is not None:
+        """Fail a fit outside Tune; resume from the trial's Tune checkpoint when the fit names no other
+        (training process)."""
+        if stage != "fit":
+            return
+        if not self._in_trial:
+            raise MisconfigurationError(
+                "TuneReportCallback is used outside a Ray Tune trial, so it has nowhere to report. Create it inside "
+                "the training function that Tune runs (`ray.tune.Tuner(train_fn, ...)`, `lightray.tune.tuner(...)` "
+                "or `lightray tune`), or remove it from a Trainer that trains without Tune."
+            )
+        if trainer.ckpt_path is None and self._restore_path is not None:
             trainer.ckpt_path = self._restore_path
 
     def on_load_checkpoint(self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]) -> None:
@@ -122,16 +140,6 @@ class TuneReportCallback(Callback):
 
     def _event(self, trainer: Trainer, event: str) -> None:
         if event != self.on or trainer.sanity_checking or trainer.state.fn != "fit":
-            return
-        if not self._in_trial:
-            if not self._warned:
-                warnings.warn(
-                    "TuneReportCallback reports nothing: it was not created inside a lightray Tune trial. Run the "
-                    "training function with lightray.tune.tuner(...) / lightray.tune.trainable(...), and create the "
-                    "callback inside it.",
-                    stacklevel=2,
-                )
-                self._warned = True
             return
         metrics = self._reduced_metrics(trainer)
         checkpoint = None

@@ -1,16 +1,22 @@
-"""A Ray Tune trial's resources, and the trial this process runs, if any: its checkpoint and the workers Tune counted.
+"""The Ray Tune trial this process runs, if any: the checkpoint it starts from, and the workers Tune counted for it.
 
-``lightray.tune.trainable`` enters the trial before the user's function runs; the launcher of the Trainer's
-``fit`` then checks that it asks for the workers the trial was given (``match_workers``), so a trial never starts
-workers that Tune did not count and that could wait forever for resources.
+Any function trainable that Ray Tune runs is a trial: a plain ``ray.tune.Tuner(train_fn)`` (with or without
+``tune.with_resources`` / ``tune.with_parameters``) is found through Tune's public context. A trial made by
+``lightray.tune.trainable`` also knows its workers: the launcher of the Trainer's ``fit`` then checks that it
+asks for the workers the trial was given (``match_workers``), so a trial never starts workers that Tune did not
+count and that could wait forever for resources.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-from typing import TYPE_CHECKING
+import os
+import sys
+import warnings
+from typing import TYPE_CHECKING, Any
 
+from lightray.checkpoint import CHECKPOINT_FILE
 from lightray.errors import MisconfigurationError
 from lightray.ray_backend.placement import filled_worker_resources
 
@@ -38,7 +44,7 @@ class TrialResources:
 @dataclasses.dataclass(frozen=True)
 class Trial:
     checkpoint_path: str | None  # the Tune checkpoint to resume from (PBT exploit, restore), else None
-    resources: TrialResources  # what Tune counted for it; num_workers=0: it trains in its own process
+    resources: TrialResources | None  # what lightray.tune.trainable counted for it; None in a plain Tune trial
 
 
 _current: Trial | None = None
@@ -51,15 +57,42 @@ def enter(trial: Trial) -> None:
 
 
 def current() -> Trial | None:
-    """The trial this process runs, or None outside lightray Tune trials."""
-    return _current
+    """The trial this process runs (one of ``lightray.tune.trainable``, else any Ray Tune function trainable's),
+    or None outside Tune, Ray Train workers included."""
+    if _current is not None:
+        return _current
+    if "ray" not in sys.modules:  # a process that never imported Ray runs no Tune trial
+        return None
+    import ray.tune
+
+    with warnings.catch_warnings():  # outside a trial Ray warns that it returns None: that is the answer wanted
+        warnings.simplefilter("ignore")
+        trial_id = ray.tune.get_context().get_trial_id()
+    return None if trial_id is None else Trial(restore_path(), None)
+
+
+def restore_path() -> str | None:
+    """The checkpoint file this trial starts from (PBT's exploited one, its own on restore or retry), if any;
+    in the trial process."""
+    import ray.tune
+
+    checkpoint = ray.tune.get_checkpoint()
+    return None if checkpoint is None else local_file(checkpoint)
+
+
+def local_file(checkpoint: Any) -> str:
+    """``checkpoint.ckpt`` of a Ray checkpoint folder, downloaded first when it is in remote storage."""
+    import pyarrow.fs
+
+    local = isinstance(checkpoint.filesystem, pyarrow.fs.LocalFileSystem)
+    return os.path.join(checkpoint.path if local else checkpoint.to_directory(), CHECKPOINT_FILE)
 
 
 def match_workers(options: RayOptions) -> RayOptions:
     """Before a fit in a Tune trial: the Trainer's options with the trial's per-worker resources when they name
     none; raises when they ask for other workers than the trial was given (trial process)."""
-    if _current is None:
-        return options
+    if _current is None or _current.resources is None:
+        return options  # a plain Tune trial: its Ray Train run asks for its own resources, as Ray documents
     trial = _current.resources
     scaling = options.scaling_config
     if scaling is not None:

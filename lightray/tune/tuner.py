@@ -10,14 +10,11 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import logging
 import math
-import os
 import warnings
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from lightray.checkpoint import CHECKPOINT_FILE
 from lightray.errors import MisconfigurationError
 from lightray.ray_backend.placement import check_trial_fits, filled_worker_resources
 from lightray.ray_backend.user_code import defining_module, is_user_module, register_by_value
@@ -75,9 +72,7 @@ def trainable(
 
     @functools.wraps(train_fn)
     def run_trial(config: dict[str, Any]) -> Any:
-        # one line per Tune checkpoint ("Checkpoint successfully created") would bury the trial's own output
-        logging.getLogger("ray.train").setLevel(logging.WARNING)
-        this_trial.enter(this_trial.Trial(_restore_path(), resources))
+        this_trial.enter(this_trial.Trial(this_trial.restore_path(), resources))
         return train_fn(config)
 
     return ray.tune.with_resources(run_trial, {k.lower(): v for k, v in resources.trial.items()})
@@ -152,7 +147,7 @@ def checkpoint_path(result: Result) -> str:
             f"The trial at {result.path} reported no checkpoint: keep TuneReportCallback(save_checkpoints=True) "
             "in the training function."
         )
-    return _local_file(result.checkpoint)
+    return this_trial.local_file(result.checkpoint)
 
 
 def load_best(
@@ -167,22 +162,6 @@ def load_best(
 
 
 # ====================================================================== helpers
-def _restore_path() -> str | None:
-    """The checkpoint this trial starts from (PBT's exploited one, or its own on restore); trial process."""
-    import ray.tune
-
-    checkpoint = ray.tune.get_checkpoint()
-    return None if checkpoint is None else _local_file(checkpoint)
-
-
-def _local_file(checkpoint: Any) -> str:
-    """``checkpoint.ckpt`` of a Ray checkpoint folder, downloaded first when it is in remote storage."""
-    import pyarrow.fs
-
-    local = isinstance(checkpoint.filesystem, pyarrow.fs.LocalFileSystem)
-    return os.path.join(checkpoint.path if local else checkpoint.to_directory(), CHECKPOINT_FILE)
-
-
 def _pickle_by_value(fn: Callable[..., Any]) -> None:
     """Ship the user's own code with the trainable: the module of ``fn`` and the user modules it takes names
     from (``from my_models import LitModel``), so trials need not import them from disk."""
