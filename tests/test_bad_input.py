@@ -227,3 +227,15 @@ def test_a_loss_without_grad(quiet):
 
     with pytest.raises(pl.MisconfigurationError, match="loss with no gradient to follow.*detached"):
         pl.Trainer(max_steps=1, **quiet).fit(Detached())
+
+
+def test_tune_report_callback_outside_a_tune_trial_fails_at_fit_saying_where_it_belongs(quiet):
+    import ray.tune  # noqa: F401  (imported, as in a script that runs searches: still no trial in this process)
+
+    from lightray.tune import TuneReportCallback
+
+    model = BoringModel()
+    trainer = pl.Trainer(max_epochs=1, callbacks=[TuneReportCallback("train_loss")], **quiet)
+    with pytest.raises(pl.MisconfigurationError, match=r"outside a Ray Tune trial.*ray\.tune\.Tuner\(train_fn"):
+        trainer.fit(model)
+    assert trainer.global_step == 0  # it stopped before training, not after a run that reported nothing

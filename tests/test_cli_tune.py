@@ -124,6 +124,33 @@ def test_a_metric_never_logged_exits_2_naming_the_logged_ones(tmp_path, capsys, 
     )
 
 
+@pytest.mark.ray
+@pytest.mark.slow
+def test_optuna_search_over_the_config_that_lightray_fit_saved(tmp_path, capsys, local_cluster):
+    cli.run(["fit", *MODEL, *QUIET, "--trainer.max_epochs", "2", "--trainer.default_root_dir", str(tmp_path)])
+    saved = tmp_path / "lightning_logs" / "version_0" / "config.yaml"
+    assert yaml.safe_load(saved.read_text())["ckpt_path"] is None  # fit's own option, which a search accepts as null
+    capsys.readouterr()
+    argv = ["tune", "--config", str(saved), "--tune.metric", "val_loss", "--tune.search_alg", "optuna",
+            "--tune.search_alg_args", "{seed: 0}", "--tune.num_samples", "3", "--tune.name", "optuna",
+            "--search_space.model.lr", "loguniform(0.001, 0.3)"]  # fmt: skip
+    results = cli.run(argv)
+    assert len(results) == 3 and not results.errors
+    lrs = {results[i].config["model"]["lr"] for i in range(3)}
+    assert len(lrs) == 3 and all(0.001 <= lr <= 0.3 for lr in lrs)  # three values sampled by Optuna
+    search = tmp_path / "ray_results" / "optuna"  # <trainer.default_root_dir>/ray_results/<tune.name>
+    (state,) = search.glob("searcher-state-*.pkl")  # the search algorithm's state, kept for a resume
+    assert b"optuna" in state.read_bytes() and not list(search.glob("basic-variant-state-*"))
+    out = capsys.readouterr().out
+    # the folder is stated at the start and in the summary, which is the last thing printed
+    assert f"lightray tune: starting the search in {search}\n" in out
+    assert out.rstrip().splitlines()[-1].startswith("output:     each trial's prints, warnings and logs are in")
+    assert "3 trials in " + str(search) in out
+    for i in range(3):
+        log = (search / os.path.basename(results[i].path) / "output.log").read_text()
+        assert "`Trainer.fit` stopped: `max_epochs=2` reached." in log  # the trial's own output, kept with it
+
+
 BAD_SEARCHES = [
     (["--search_space.model.lrr", "uniform(0, 1)"], ["--search_space.model.lrr: unknown key. Did you mean model.lr?",
                                                      "Valid keys: model.lr, model.hidden, model.step_sleep"]),
@@ -144,6 +171,15 @@ BAD_SEARCHES = [
      ["--tune.scheduler_args {'grace': 2}", "unexpected keyword argument 'grace'",
       "asha scheduler (ray.tune.schedulers.AsyncHyperBandScheduler) accepts: time_attr, max_t, grace_period"]),
     (["--tune.resume", "true", "--tune.name", "nothing-here"], ["--tune.resume true: there is no search to resume"]),
+    (["--ckpt_path", "last"], ["--ckpt_path 'last': a search's trials start from scratch, or from the checkpoints "
+                               "Tune gives them", "Remove ckpt_path (or set it to null)"]),
+    (["--tune.search_alg", "optunaa"], ["--tune.search_alg 'optunaa': unknown search algorithm. Did you mean optuna? "
+                                        "Valid choices: random, optuna, hyperopt"]),
+    (["--tune.search_alg", "optuna"], ["--search_space model.lr: --tune.search_alg optuna samples its own values and "
+                                       "takes no grid_search; use choice([...]) instead"]),
+    (["--tune.search_alg", "hyperopt", "--tune.search_alg_args", "{seeed: 1}", "--search_space.model.lr",
+      "choice([0.1, 0.01])"], ["--tune.search_alg_args {'seeed': 1}", "unexpected keyword argument 'seeed'",
+                               "(ray.tune.search.HyperOptSearch) accepts: ", "random_state_seed"]),
 ]  # fmt: skip
 
 

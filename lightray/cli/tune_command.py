@@ -306,3 +306,6 @@ def _print_results(
         print(f"checkpoint: {checkpoint}")
         print(f"load it:    from {module} import {name}; model = {name}.load_from_checkpoint({checkpoint!r})")
     print(f"config:     {storage.join(path, 'config.yaml')} (rerun it to resume the search)")
+    if not search["show_output"]:
+        logs = storage.join(path, "<trial>", "output.log")
+        print(f"output:     each trial's prints, warnings and logs are in {logs}")
