@@ -4,14 +4,17 @@
     python examples/tune_asha.py --num-samples 2 --max-epochs 1   # as the tests run it
 
 What the search adds to examples/digits.py: a training function that reads its hyperparameters from
-``config`` and reports to Tune through ``TuneReportCallback``, and Ray Tune's own Tuner, search space and
-scheduler. Each trial trains in its own process (``num_workers=0``); with ``--num-workers 2`` each trial
-drives a Ray Train run of 2 workers instead.
+``config`` and reports to Tune through ``TuneReportCallback``, handed to Ray Tune's own ``Tuner`` with a
+search space and a scheduler, exactly as Ray documents it. Each trial trains in its own process
+(``num_workers=0``); with ``--num-workers 2`` each trial holds a small CPU share and drives a Ray Train run of
+2 workers instead. (``lightray.tune.tuner(train_fn, num_workers=..., ...)`` is the shortcut that sizes the
+trials and their concurrency from the workers for you.)
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 
 from digits import DigitsCNN, DigitsData
 from ray import tune
@@ -42,16 +45,21 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     parser.add_argument("--max-epochs", type=int, default=6)
     parser.add_argument("--num-workers", type=int, default=0, help="Ray Train workers per trial (0: in the trial)")
     parser.add_argument("--cpus-per-worker", type=float, default=0.4)
-    parser.add_argument("--storage-path", default=None, help="where Tune keeps trials and checkpoints")
+    parser.add_argument("--max-concurrent-trials", type=int, default=2, help="trials at once (2 fill 2 CPUs)")
+    parser.add_argument("--storage-path", default="ray_results", help="where Tune keeps trials and checkpoints")
     args = parser.parse_args(argv)
 
-    tuner = lightray.tune.tuner(
-        train_fn,
+    workers = args.num_workers
+    # a trial that trains in-process holds one CPU; one that drives Ray Train holds a small share, and its
+    # workers ask for their own CPUs, so at most max_concurrent_trials run at once
+    trial_resources = {"cpu": 0.1} if workers else {"cpu": 1}
+    tuner = tune.Tuner(
+        tune.with_resources(train_fn, trial_resources),
         param_space={
             "lr": tune.loguniform(1e-4, 3e-2),
             "batch_size": tune.choice([32, 64, 128]),
             "max_epochs": args.max_epochs,
-            "num_workers": args.num_workers,
+            "num_workers": workers,
             "cpus_per_worker": args.cpus_per_worker,
         },
         tune_config=tune.TuneConfig(
@@ -59,11 +67,9 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
             mode="min",
             num_samples=args.num_samples,
             scheduler=ASHAScheduler(max_t=args.max_epochs, grace_period=1, reduction_factor=2),
-            reuse_actors=args.num_workers == 0,  # in-process trials share warm processes
+            max_concurrent_trials=args.max_concurrent_trials,
         ),
-        run_config=tune.RunConfig(name="tune-asha", storage_path=args.storage_path, verbose=1),
-        num_workers=args.num_workers,
-        resources_per_worker={"CPU": args.cpus_per_worker},
+        run_config=tune.RunConfig(name="tune-asha", storage_path=os.path.abspath(args.storage_path), verbose=1),
     )
     results = tuner.fit()
     best = results.get_best_result()
@@ -71,6 +77,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     print(f"best config: lr={best.config['lr']:.2e} batch_size={best.config['batch_size']}")
     print(f"best trial: val_loss={best.metrics['val_loss']:.4f} after {best.metrics['training_iteration']} epochs")
     print(f"checkpoint: {lightray.tune.checkpoint_path(best)} ({type(model).__name__})")
+    print(f"search folder: {results.experiment_path}")
     print(f"validation accuracy: {best.metrics['val_acc']:.4f}")
     return dict(best.metrics)
 

@@ -11,6 +11,7 @@ moments, loop position) with a mutated ``lr``, and that new ``lr`` is the one it
 from __future__ import annotations
 
 import argparse
+import os
 
 import torch
 from digits import DigitsCNN, DigitsData
@@ -46,7 +47,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     parser.add_argument("--num-samples", type=int, default=4)
     parser.add_argument("--max-epochs", type=int, default=8)
     parser.add_argument("--perturbation-interval", type=int, default=2)
-    parser.add_argument("--storage-path", default=None)
+    parser.add_argument("--storage-path", default="ray_results", help="where Tune keeps trials and checkpoints")
     args = parser.parse_args(argv)
 
     pbt = PopulationBasedTraining(
@@ -54,15 +55,15 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         perturbation_interval=args.perturbation_interval,
         hyperparam_mutations={"lr": tune.loguniform(1e-4, 1e-1)},
     )
-    tuner = lightray.tune.tuner(
-        train_fn,
+    tuner = tune.Tuner(
+        tune.with_resources(train_fn, {"cpu": 1}),
         param_space={"lr": tune.loguniform(1e-4, 1e-1), "max_epochs": args.max_epochs},
         tune_config=tune.TuneConfig(
-            metric="val_loss", mode="min", num_samples=args.num_samples, scheduler=pbt, reuse_actors=True
+            metric="val_loss", mode="min", num_samples=args.num_samples, scheduler=pbt, max_concurrent_trials=2
         ),
         run_config=tune.RunConfig(
             name="tune-pbt",
-            storage_path=args.storage_path,
+            storage_path=os.path.abspath(args.storage_path),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=4),
             verbose=1,
         ),
@@ -72,6 +73,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     model = lightray.tune.load_best(results, ConstantLRDigits)
     print(f"best trial: lr={best.config['lr']:.2e} val_loss={best.metrics['val_loss']:.4f} ({type(model).__name__})")
     print(f"validation accuracy: {best.metrics['val_acc']:.4f}")
+    print(f"search folder: {results.experiment_path}")
     return dict(best.metrics)
 
 
