@@ -5,6 +5,10 @@ CNN with the same ASHA scheduler (``max_t`` = max epochs, grace 1, reduction 2),
 2-vCPU machine (1 CPU per trial), one torch thread per training process, and a report with a checkpoint every
 validation epoch. Four contenders:
 
+- ``plain``: in-process trials, Ray's plain ``tune.Tuner(tune.with_resources(train_fn, {"cpu": 1}))`` with
+  lightray's ``TuneReportCallback`` in the Trainer, Tune's default actor reuse: what a Ray user writes;
+- ``plain-1w``: the same plain ``Tuner`` whose trials (``{"cpu": 0.1}``) run ``Trainer(num_workers=1)``: each
+  drives a Ray Train run of one worker (0.9 CPU), like for like with ``raytrain`` below;
 - ``lightray``: in-process trials, ``lightray.tune.tuner(train_fn, ...)`` with ``TuneReportCallback``,
   ``reuse_actors=True``;
 - ``lightning``: in-process trials, a plain Tune function building a ``pytorch_lightning.Trainer`` with
@@ -30,7 +34,7 @@ Printed: wall time of each search, trials stopped early, per-trial medians (tria
 between reports), and the ratios lightray / Ray Train + PL (in-process and 1-worker lightray trials; target
 <= 0.8) and lightray / PL in-process. Figures: bench/RESULTS.md.
 
-    python bench/tune.py [--repeats 2] [--max-epochs 4] [--contenders NAME ...]  (all five by default)
+    python bench/tune.py [--repeats 2] [--max-epochs 4] [--contenders NAME ...]  (all seven by default)
 """
 
 from __future__ import annotations
@@ -159,7 +163,7 @@ def raytrain_trial(config: dict) -> None:
     trainer.fit()
 
 
-def tune_config(max_epochs: int, reuse_actors: bool = True):
+def tune_config(max_epochs: int, reuse_actors: bool | None = True):
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
 
@@ -182,6 +186,21 @@ def run_lightray(storage: str, max_epochs: int, num_workers: int = 0, reuse_acto
                                 run_config=_run_config(storage, name), num_workers=num_workers,
                                 resources_per_worker={"CPU": CPUS_PER_WORKER})  # fmt: skip
     return tuner.fit()
+
+
+def run_plain(storage: str, max_epochs: int, num_workers: int = 0):
+    """Ray's own Tuner, as its docs write a function trainable; only the callback is lightray's."""
+    from ray import tune
+
+    trainable = tune.with_resources(lightray_trial, {"cpu": 1 - CPUS_PER_WORKER if num_workers else 1})
+    config = tune_config(max_epochs, reuse_actors=None)  # Tune's default (no reuse)
+    tuner = tune.Tuner(trainable, param_space={"lr": _grid(), "max_epochs": max_epochs, "num_workers": num_workers},
+                       tune_config=config, run_config=_run_config(storage, f"plain-{num_workers}w"))  # fmt: skip
+    return tuner.fit()
+
+
+def run_plain_1w(storage: str, max_epochs: int):
+    return run_plain(storage, max_epochs, num_workers=1)
 
 
 def run_lightray_fresh(storage: str, max_epochs: int):
@@ -212,6 +231,8 @@ def run_raytrain(storage: str, max_epochs: int):
 
 
 CONTENDERS = {
+    "plain": (run_plain, "plain Tuner + lightray, in-process"),
+    "plain-1w": (run_plain_1w, "plain Tuner + lightray, 1 Ray Train worker/trial"),
     "lightray": (run_lightray, "lightray in-process"),
     "lightray-fresh": (run_lightray_fresh, "lightray in-process, a new process per trial"),
     "lightning": (run_lightning, "PL in-process + TuneReportCheckpointCallback"),
@@ -284,8 +305,15 @@ def main() -> None:
     for name in args.contenders:
         runs = ", ".join(f"{t:.1f}" for t in times[name])
         print(f"  {CONTENDERS[name][1]:48s} {median[name]:6.1f} s  ({runs}; stopped early: {stopped[name]})")
-    ratios = [("lightray", "raytrain", " (target <= 0.8)"), ("lightray-fresh", "raytrain", " (target <= 0.8)"),
-              ("lightray-1w", "raytrain", " (target <= 0.8)"), ("lightray", "lightning", "")]  # fmt: skip
+    ratios = [
+        ("plain-1w", "raytrain", " (like for like, target <= 0.8)"),
+        ("lightray-1w", "raytrain", " (target <= 0.8)"),
+        ("plain", "raytrain", ""),
+        ("lightray", "raytrain", ""),
+        ("lightray-fresh", "raytrain", ""),
+        ("plain", "lightning", ""),
+        ("lightray", "lightning", ""),
+    ]
     for ours, base, target in ratios:
         if ours in median and base in median:
             print(f"{ours} / {base}: {median[ours] / median[base]:.2f}x{target}")
