@@ -2,11 +2,11 @@
 
 import logging as _logging
 
-from lightray import callbacks, loggers
+from lightray import callbacks, loggers, strategies
 from lightray.callbacks.callback import Callback
-from lightray.datamodule import LightningDataModule
+from lightray.core.datamodule import LightningDataModule
+from lightray.core.module import LightningModule
 from lightray.errors import MisconfigurationError
-from lightray.module import LightningModule
 from lightray.seed import seed_everything
 from lightray.trainer import Trainer
 
@@ -30,4 +30,5 @@ __all__ = [
     "callbacks",
     "loggers",
     "seed_everything",
+    "strategies",
 ]

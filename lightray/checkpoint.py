@@ -21,8 +21,8 @@ from lightray.errors import MisconfigurationError
 from lightray.seed import collect_rng_states
 
 if TYPE_CHECKING:
+    from lightray.core.module import LightningModule
     from lightray.loops.fit_loop import FitLoop
-    from lightray.module import LightningModule
     from lightray.trainer import Trainer
 
 CHECKPOINT_FILE = "checkpoint.ckpt"  # the file inside a checkpoint folder that Ray Train persisted

@@ -12,7 +12,7 @@ import torch
 from torch.optim import Optimizer
 
 from lightray.errors import MisconfigurationError
-from lightray.utilities import move_to_device
+from lightray.utilities.apply_func import move_to_device
 
 
 class ModelHooks:

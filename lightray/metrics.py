@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from lightray.errors import MisconfigurationError
-from lightray.utilities import infer_batch_size
+from lightray.utilities.apply_func import infer_batch_size
 
 if TYPE_CHECKING:
     from lightray.strategies import Strategy

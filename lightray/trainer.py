@@ -13,8 +13,9 @@ import torch
 from lightray import trainer_args
 from lightray.callbacks.callback import Callback
 from lightray.callbacks.checkpoint import Checkpoint
+from lightray.core.datamodule import LightningDataModule
+from lightray.core.module import LightningModule
 from lightray.data.sources import DataSources
-from lightray.datamodule import LightningDataModule
 from lightray.errors import MisconfigurationError
 from lightray.hooks import REMOVED_CALLBACK_HOOKS, REMOVED_MODULE_HOOKS, check_removed_hooks, is_overridden
 from lightray.launchers import Launcher
@@ -24,13 +25,12 @@ from lightray.loops.evaluation_loop import EvalProgress
 from lightray.loops.fit_loop import FitLoop
 from lightray.loops.hook_caller import HookCaller
 from lightray.metrics import MetricStore
-from lightray.module import LightningModule
 from lightray.optimization import LightningOptimizer, LRSchedulerConfig
 from lightray.precision import Precision, make_precision
 from lightray.ray_backend.launcher import RayLauncher
 from lightray.ray_backend.options import RayOptions
 from lightray.states import RunningStage, TrainerFn, TrainerState, TrainerStatus
-from lightray.strategies import SingleDeviceStrategy, Strategy
+from lightray.strategies import DDPStrategy, SingleDeviceStrategy, Strategy
 from lightray.trainer_properties import TrainerProperties
 
 
@@ -82,7 +82,7 @@ class Trainer(TrainerProperties):
         max_failures: int = 0,
         scaling_config: Any = None,
         run_config: Any = None,
-        strategy: str | Strategy = "auto",
+        strategy: str | DDPStrategy | Strategy = "auto",
         reload_dataloaders_every_n_epochs: int = 0,
     ) -> None:
         """Configure training; see Lightning's Trainer for the shared arguments.
@@ -91,8 +91,9 @@ class Trainer(TrainerProperties):
         ``use_gpu``, ``resources_per_worker``, ``placement_strategy``, ``storage_path`` (folder or URI for
         checkpoints), ``name`` (the run's name: rerunning with the same name resumes it), ``max_failures``,
         or Ray's own ``scaling_config=ray.train.ScalingConfig(...)`` / ``run_config=ray.train.RunConfig(...)``.
-        Lightning's ``devices`` / ``num_nodes`` above one map to ``num_workers``. ``strategy`` is "auto" (a
-        Strategy object is how each Ray Train worker builds its Trainer).
+        Lightning's ``devices`` / ``num_nodes`` above one map to ``num_workers``. ``strategy``: "auto", "ddp" (and
+        Lightning's other DDP names) or ``lightray.strategies.DDPStrategy(find_unused_parameters=...)``, whose
+        options reach the DDP wrapper on every worker (a Strategy object is how each worker builds its Trainer).
         """
         init_kwargs = {k: v for k, v in locals().items() if k not in ("self", "callbacks", "logger", "__class__")}
         max_time_seconds, device, num_workers, use_gpu = trainer_args.check_arguments(

@@ -3,9 +3,7 @@ strategy, default callbacks and loggers. Run on the driver when a Trainer is bui
 
 from __future__ import annotations
 
-import datetime
 import os
-import re
 import warnings
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -15,10 +13,11 @@ import torch
 from lightray.errors import MisconfigurationError
 from lightray.precision import PRECISIONS
 from lightray.strategies import Strategy
+from lightray.strategies.ddp import strategy_problem
 
 if TYPE_CHECKING:
     from lightray.callbacks.callback import Callback
-    from lightray.module import LightningModule
+    from lightray.core.module import LightningModule
     from lightray.trainer import Trainer
 
 
@@ -104,11 +103,9 @@ def check_arguments(args: dict[str, Any]) -> Checked:
             f"disagree; pass only num_workers (the number of devices in all) and use_gpu=True for GPUs"
         )
     strategy = args["strategy"]
-    if not isinstance(strategy, Strategy) and strategy != "auto":
-        errors.append(
-            f"strategy={strategy!r}: use 'auto' (one device in this process; several devices run as Ray Train "
-            "workers with DDP: pass num_workers=N)"
-        )
+    problem = None if isinstance(strategy, Strategy) else strategy_problem(strategy)
+    if problem:
+        errors.append(problem)
     device, num_workers, use_gpu = _place(args, errors)
     if errors:
         listing = "\n".join(f"  - {e}" for e in errors)
@@ -168,8 +165,8 @@ def _place(args: dict[str, Any], errors: list[str]) -> tuple[torch.device, int |
 
 def check_fit(trainer: Trainer, model: LightningModule) -> None:
     """What ``Trainer.fit`` needs of the module and the Trainer's optimization settings."""
+    from lightray.core.module import LightningModule
     from lightray.hooks import is_overridden
-    from lightray.module import LightningModule
 
     name = type(model).__name__
     if not is_overridden(model, "training_step", LightningModule):
@@ -224,16 +221,9 @@ def check_limit(name: str, value: Any) -> list[str]:
 
 
 def parse_max_time(value: Any) -> float | None:
-    if value is None:
-        return None
-    if isinstance(value, datetime.timedelta):
-        return value.total_seconds()
-    if isinstance(value, dict):
-        return datetime.timedelta(**value).total_seconds()
-    if isinstance(value, str) and re.fullmatch(r"\d+:\d{1,2}:\d{1,2}:\d{1,2}", value):
-        days, hours, minutes, seconds = (int(p) for p in value.split(":"))
-        return datetime.timedelta(days=days, hours=hours, minutes=minutes, seconds=seconds).total_seconds()
-    raise ValueError(f"max_time={value!r}: use 'DD:HH:MM:SS', a datetime.timedelta or a dict like {{'hours': 1}}")
+    from lightray.callbacks.timer import parse_duration
+
+    return parse_duration(value, "max_time")
 
 
 def requested_devices(devices: Any) -> int:

@@ -10,12 +10,13 @@ import torch
 
 from lightray.callbacks.checkpoint import Checkpoint
 from lightray.callbacks.early_stopping import EarlyStopping
+from lightray.callbacks.progress import ProgressBar
 from lightray.states import RunningStage
 
 if TYPE_CHECKING:
+    from lightray.core.module import LightningModule
     from lightray.loops.fit_loop import FitLoop
     from lightray.metrics import MetricStore
-    from lightray.module import LightningModule
     from lightray.ray_backend.options import RayOptions
     from lightray.states import TrainerState
     from lightray.strategies import Strategy
@@ -165,6 +166,10 @@ class TrainerProperties:
     @property
     def checkpoint_callbacks(self) -> list[Any]:
         return [cb for cb in self.callbacks if isinstance(cb, Checkpoint)]
+
+    @property
+    def progress_bar_callback(self) -> ProgressBar | None:
+        return next((cb for cb in self.callbacks if isinstance(cb, ProgressBar)), None)
 
     @property
     def early_stopping_callback(self) -> EarlyStopping | None:

@@ -656,6 +656,118 @@ def frozen_backbone_finetune(pl: Any, tmp: Path) -> dict[str, Any]:
     return out
 
 
+# --------------------------------------------------------------------------------------------------
+# 7. DQN: an IterableDataset over a replay buffer that the agent fills from training_step (Lightning's RL example)
+# --------------------------------------------------------------------------------------------------
+class _ChainEnv:
+    """A 6-state chain: action 1 moves right (reward 1 at the end, then back to the start), action 0 moves left."""
+
+    n_states = 6
+
+    def __init__(self) -> None:
+        self.state = 0
+
+    def observe(self) -> torch.Tensor:
+        return F.one_hot(torch.tensor(self.state), self.n_states).float()
+
+    def step(self, action: int) -> tuple[torch.Tensor, float, bool]:
+        self.state = max(0, self.state - 1) if action == 0 else self.state + 1
+        done = self.state == self.n_states - 1
+        if done:
+            self.state = 0
+        return self.observe(), float(done), done
+
+
+def dqn_iterable_dataset(pl: Any, tmp: Path) -> dict[str, Any]:
+    from torch.utils.data import IterableDataset
+
+    _start(pl, 5)
+
+    class ReplayBuffer:
+        def __init__(self, capacity: int) -> None:
+            self.items: list[tuple[torch.Tensor, int, float, bool, torch.Tensor]] = []
+            self.capacity = capacity
+
+        def append(self, item: tuple[torch.Tensor, int, float, bool, torch.Tensor]) -> None:
+            self.items = (self.items + [item])[-self.capacity :]
+
+        def sample(self, size: int) -> list[tuple[torch.Tensor, int, float, bool, torch.Tensor]]:
+            picks = torch.randint(len(self.items), (size,)).tolist()  # the global RNG, seeded by seed_everything
+            return [self.items[i] for i in picks]
+
+    class RLDataset(IterableDataset):
+        """Yields ``sample_size`` experiences from the buffer per epoch: the loader's length is unknown."""
+
+        def __init__(self, buffer: ReplayBuffer, sample_size: int) -> None:
+            self.buffer, self.sample_size = buffer, sample_size
+
+        def __iter__(self) -> Any:
+            yield from self.buffer.sample(self.sample_size)
+
+    class DQN(pl.LightningModule):
+        def __init__(self, lr: float = 1e-2, gamma: float = 0.9, sync_rate: int = 4, batch_size: int = 8) -> None:
+            super().__init__()
+            self.save_hyperparameters()
+            self.net = nn.Sequential(nn.Linear(_ChainEnv.n_states, 16), nn.ReLU(), nn.Linear(16, 2))
+            self.target = nn.Sequential(nn.Linear(_ChainEnv.n_states, 16), nn.ReLU(), nn.Linear(16, 2))
+            self.target.load_state_dict(self.net.state_dict())
+            self.env, self.buffer = _ChainEnv(), ReplayBuffer(200)
+            self.episode_reward, self.total_rewards = 0.0, []
+            self.losses: list[float] = []
+            for _ in range(32):  # warm start: random play fills the buffer
+                self.play(epsilon=1.0)
+
+        def play(self, epsilon: float) -> None:
+            state = self.env.observe()
+            if torch.rand(1).item() < epsilon:
+                action = int(torch.randint(2, (1,)).item())
+            else:
+                with torch.no_grad():
+                    action = int(self.net(state).argmax().item())
+            next_state, reward, done = self.env.step(action)
+            self.buffer.append((state, action, reward, done, next_state))
+            self.episode_reward += reward
+            if done:
+                self.total_rewards.append(self.episode_reward)
+                self.episode_reward = 0.0
+
+        def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+            self.play(epsilon=max(0.05, 1.0 - self.global_step / 20))
+            states, actions, rewards, dones, next_states = batch
+            q = self.net(states).gather(1, actions.long().unsqueeze(-1)).squeeze(-1)
+            with torch.no_grad():
+                next_q = self.target(next_states).max(1)[0]
+                next_q[dones] = 0.0
+            loss = F.mse_loss(q, rewards.float() + self.hparams.gamma * next_q)
+            if self.global_step % self.hparams.sync_rate == 0:
+                self.target.load_state_dict(self.net.state_dict())
+            self.log("train_loss", loss)
+            self.log("episodes", float(len(self.total_rewards)), prog_bar=True)
+            self.losses.append(loss.item())
+            return loss
+
+        def configure_optimizers(self) -> Any:
+            return torch.optim.Adam(self.net.parameters(), lr=self.hparams.lr)
+
+        def train_dataloader(self) -> DataLoader:
+            return DataLoader(RLDataset(self.buffer, sample_size=40), batch_size=self.hparams.batch_size)
+
+    model = DQN()
+    logger = _sub(pl, "loggers").CSVLogger(save_dir=str(tmp), name="logs")
+    trainer = pl.Trainer(max_epochs=4, logger=logger, log_every_n_steps=2, default_root_dir=str(tmp), **COMMON)
+    trainer.fit(model)
+    return {
+        "losses": list(model.losses),
+        "weights": _weights(model),
+        "global_step": trainer.global_step,
+        "current_epoch": trainer.current_epoch,
+        "metrics": {"fit": _floats(trainer.callback_metrics)},
+        "episodes": len(model.total_rewards),
+        "num_training_batches": float(trainer.num_training_batches),
+        "csv": _read_csv_logger(logger.log_dir),
+    }
+
+
 PROGRAMS = {
     "autoencoder": autoencoder,
     "image_classifier": image_classifier,
@@ -663,4 +775,5 @@ PROGRAMS = {
     "lstm_early_stopping": lstm_early_stopping,
     "gan_manual_optimization": gan_manual_optimization,
     "frozen_backbone_finetune": frozen_backbone_finetune,
+    "dqn_iterable_dataset": dqn_iterable_dataset,
 }

@@ -110,3 +110,18 @@ class KillAt(pl.Callback):
             if trainer.global_rank == rank and trainer.global_step == step and not os.path.exists(marker):
                 open(marker, "w").close()
                 os.kill(os.getpid(), signal.SIGKILL)
+
+
+class UnusedBranch(Regression):
+    """A head that training never uses (DDP needs ``find_unused_parameters=True``); rank 0 writes what DDP got."""
+
+    def __init__(self, record: str, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.unused_head = nn.Linear(16, 1)
+        self.record = record
+
+    def on_train_start(self) -> None:
+        ddp = self.trainer.strategy.model
+        if self.global_rank == 0:
+            with open(self.record, "w") as f:
+                f.write(f"{type(ddp).__name__} find_unused_parameters={ddp.find_unused_parameters}")

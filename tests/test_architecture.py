@@ -22,7 +22,7 @@ ALLOW_LIST: dict[tuple[str, str], str] = {
         ("lightray/data/ray_dataset.py", f"bound.{name}"): "RayDataLoader.bind: `bound` is a copy of `self`"
         for name in ("_strategy", "_shard", "_rows", "_count_rows")
     },
-    ("lightray/utilities.py", "data._fields"): (
+    ("lightray/utilities/apply_func.py", "data._fields"): (
         "a namedtuple's documented API (the underscore only keeps it clear of field names): how to recognise one"
     ),
 }

@@ -6,7 +6,7 @@ import os
 
 import pytest
 import torch
-from ray_helpers import KillAt, KillOnce, RaiseOnce, Regression
+from ray_helpers import KillAt, KillOnce, RaiseOnce, Regression, UnusedBranch
 
 import lightray as pl
 from lightray.checkpoint import load_checkpoint_file
@@ -31,6 +31,15 @@ def fit(tmp_path, name, model=None, callbacks=(), max_epochs=2, **kwargs):
                          default_root_dir=tmp_path, callbacks=list(callbacks), **QUIET, **kwargs)  # fmt: skip
     trainer.fit(model)
     return model, trainer
+
+
+def test_ddp_strategy_options_reach_the_ddp_wrapper_on_every_worker(tmp_path):
+    # a parameter that no step uses: DDP fails at the second step unless find_unused_parameters=True reaches it
+    record = tmp_path / "ddp.txt"
+    strategy = pl.strategies.DDPStrategy(find_unused_parameters=True)
+    _, trainer = fit(tmp_path, "unused", model=UnusedBranch(str(record)), max_epochs=1, strategy=strategy)
+    assert record.read_text() == "DistributedDataParallel find_unused_parameters=True"
+    assert trainer.global_step == 64 // (4 * 2)
 
 
 def test_two_worker_ddp_fit(tmp_path):

@@ -7,7 +7,7 @@ from lightray.callbacks.lr_monitor import LearningRateMonitor
 from lightray.callbacks.model_checkpoint import ModelCheckpoint
 from lightray.callbacks.model_summary import ModelSummary
 from lightray.callbacks.on_exception_checkpoint import OnExceptionCheckpoint
-from lightray.callbacks.progress import LineRenderer, ProgressBar, TqdmRenderer
+from lightray.callbacks.progress import LineRenderer, ProgressBar, TQDMProgressBar, TqdmRenderer
 from lightray.callbacks.timer import Timer
 
 __all__ = [
@@ -20,6 +20,7 @@ __all__ = [
     "ModelSummary",
     "OnExceptionCheckpoint",
     "ProgressBar",
+    "TQDMProgressBar",
     "Timer",
     "TqdmRenderer",
 ]

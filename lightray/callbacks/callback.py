@@ -8,7 +8,7 @@ if TYPE_CHECKING:
     from torch import Tensor
     from torch.optim import Optimizer
 
-    from lightray.module import LightningModule
+    from lightray.core.module import LightningModule
     from lightray.trainer import Trainer
 
 

@@ -10,7 +10,7 @@ from lightray.callbacks.callback import Callback
 from lightray.errors import MisconfigurationError
 
 if TYPE_CHECKING:
-    from lightray.module import LightningModule
+    from lightray.core.module import LightningModule
     from lightray.trainer import Trainer
 
 

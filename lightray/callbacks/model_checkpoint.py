@@ -15,7 +15,7 @@ from lightray.callbacks.checkpoint import Checkpoint
 from lightray.errors import MisconfigurationError
 
 if TYPE_CHECKING:
-    from lightray.module import LightningModule
+    from lightray.core.module import LightningModule
     from lightray.trainer import Trainer
 
 

@@ -9,7 +9,7 @@ from lightray import storage
 from lightray.callbacks.callback import Callback
 
 if TYPE_CHECKING:
-    from lightray.module import LightningModule
+    from lightray.core.module import LightningModule
     from lightray.trainer import Trainer
 
 

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from lightray.callbacks.callback import Callback
 
 if TYPE_CHECKING:
-    from lightray.module import LightningModule
+    from lightray.core.module import LightningModule
     from lightray.trainer import Trainer
 
 
@@ -199,3 +199,15 @@ class ProgressBar(Callback):
         if self._active(trainer):
             self.renderer.update("predict", trainer.eval_progress.done, {})
             self.renderer.close("predict")
+
+
+class TQDMProgressBar(ProgressBar):
+    """Lightning's tqdm bar: always tqdm (the default ``ProgressBar`` prints lines when stderr is not a terminal).
+
+    ``refresh_rate`` batches between updates; ``process_position`` and ``leave`` are accepted for Lightning's
+    signature (one bar per stage is shown, below the training one).
+    """
+
+    def __init__(self, refresh_rate: int = 1, process_position: int = 0, leave: bool = False) -> None:
+        super().__init__(refresh_rate=refresh_rate, renderer=TqdmRenderer())
+        self.process_position, self.leave = process_position, leave

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import re
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -10,8 +11,31 @@ from lightray.callbacks.callback import Callback
 from lightray.errors import MisconfigurationError
 
 if TYPE_CHECKING:
-    from lightray.module import LightningModule
+    from lightray.core.module import LightningModule
     from lightray.trainer import Trainer
+
+
+def parse_duration(value: Any, name: str) -> float | None:
+    """Seconds from Lightning's forms of a duration: ``"DD:HH:MM:SS"``, a ``timedelta``, a dict of timedelta's
+    arguments (``{"hours": 1}``), or seconds; ``name`` is the argument, for the error message."""
+    if value is None:
+        return None
+    if isinstance(value, datetime.timedelta):
+        return value.total_seconds()
+    if isinstance(value, int | float) and not isinstance(value, bool) and value >= 0:
+        return float(value)
+    if isinstance(value, dict):
+        try:
+            return datetime.timedelta(**value).total_seconds()
+        except TypeError:
+            pass
+    if isinstance(value, str) and re.fullmatch(r"\d+:\d{1,2}:\d{1,2}:\d{1,2}", value.strip()):
+        days, hours, minutes, seconds = (int(p) for p in value.strip().split(":"))
+        return datetime.timedelta(days=days, hours=hours, minutes=minutes, seconds=seconds).total_seconds()
+    raise MisconfigurationError(
+        f"{name}: {value!r} is not a duration; use 'DD:HH:MM:SS' (e.g. '00:12:00:00'), a datetime.timedelta, "
+        "a dict like {'hours': 1}, or seconds"
+    )
 
 
 class Timer(Callback):
@@ -21,12 +45,12 @@ class Timer(Callback):
     Runs in the training process; under Ray rank 0's clock decides for all ranks.
     """
 
-    def __init__(self, duration: datetime.timedelta | float | None = None, interval: str = "step") -> None:
+    def __init__(
+        self, duration: str | datetime.timedelta | dict[str, int] | float | None = None, interval: str = "step"
+    ) -> None:
         if interval not in ("step", "epoch"):
             raise MisconfigurationError(f"Timer(interval={interval!r}): use 'step' or 'epoch'.")
-        if isinstance(duration, datetime.timedelta):
-            duration = duration.total_seconds()
-        self._duration = duration
+        self._duration = parse_duration(duration, "Timer(duration=...)")
         self._interval = interval
         self._start: dict[str, float | None] = {"fit": None, "validate": None, "test": None}
         self._end: dict[str, float | None] = dict.fromkeys(self._start)

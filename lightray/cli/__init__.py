@@ -31,9 +31,9 @@ from typing import TYPE_CHECKING, Any
 from lightray.checkpoint import CheckpointError
 from lightray.cli.common import UsageError, listing, make_trainer
 from lightray.cli.search_space import add_search_arguments, check_search, pop_search_space
-from lightray.datamodule import LightningDataModule
+from lightray.core.datamodule import LightningDataModule
+from lightray.core.module import LightningModule
 from lightray.errors import MisconfigurationError
-from lightray.module import LightningModule
 
 if TYPE_CHECKING:
     from jsonargparse import ArgumentParser

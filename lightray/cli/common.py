@@ -9,7 +9,7 @@ from lightray.callbacks.callback import Callback
 if TYPE_CHECKING:
     from jsonargparse import Namespace
 
-    from lightray.module import LightningModule
+    from lightray.core.module import LightningModule
     from lightray.trainer import Trainer
 
 

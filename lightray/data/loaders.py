@@ -8,7 +8,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader, RandomSampler, Sampler
+from torch.utils.data import DataLoader, IterableDataset, RandomSampler, Sampler
 
 from lightray.data.ray_dataset import is_ray_dataset
 from lightray.errors import MisconfigurationError
@@ -159,8 +159,11 @@ class ResumableBatchSampler(Sampler[list[int]]):
 
 
 def make_resumable(loader: Iterable) -> Iterable:
-    """The same loader with a :class:`ResumableBatchSampler`; loaders it cannot rebuild come back unchanged."""
-    if type(loader) is not DataLoader or loader.batch_sampler is None:
+    """The same loader with a :class:`ResumableBatchSampler`; loaders it cannot rebuild come back unchanged.
+
+    An ``IterableDataset``'s loader has no order to draw (torch refuses a batch sampler there): it stays as it is,
+    and a resumed epoch reads and drops the batches the interrupted one consumed (a count-based position)."""
+    if type(loader) is not DataLoader or loader.batch_sampler is None or isinstance(loader.dataset, IterableDataset):
         return loader
     if isinstance(loader.batch_sampler, ResumableBatchSampler):
         return loader

@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from lightray.datamodule import LightningDataModule
+from lightray.core.datamodule import LightningDataModule
+from lightray.core.module import LightningModule
 from lightray.hooks import is_overridden
-from lightray.module import LightningModule
 
 if TYPE_CHECKING:
     from lightray.loops.hook_caller import HookCaller

@@ -13,10 +13,10 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from lightray import checkpoint, data
+from lightray.core.module import LightningModule
 from lightray.hooks import is_overridden
 from lightray.loops import stage as stage_hooks
 from lightray.metrics import MetricStore, to_floats
-from lightray.module import LightningModule
 from lightray.states import RunningStage
 
 if TYPE_CHECKING:

@@ -29,9 +29,9 @@ from lightray.loops.loop_state import (
 )
 from lightray.optimization.configure import configure_optimizers
 from lightray.optimization.step import Optimization
-from lightray.rank_zero import rank_zero_debug, rank_zero_info, rank_zero_warn
 from lightray.seed import collect_rng_states, restore_rng_states
 from lightray.states import LoopPhase, RunningStage
+from lightray.utilities.rank_zero import rank_zero_debug, rank_zero_info, rank_zero_warn
 
 if TYPE_CHECKING:
     from lightray.trainer import Trainer

@@ -9,9 +9,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from lightray.callbacks.callback import Callback
-from lightray.datamodule import LightningDataModule
+from lightray.core.datamodule import LightningDataModule
+from lightray.core.module import LightningModule
 from lightray.hooks import is_overridden
-from lightray.module import LightningModule
 
 if TYPE_CHECKING:
     from lightray.trainer import Trainer

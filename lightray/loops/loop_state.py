@@ -12,9 +12,9 @@ import torch
 
 from lightray import data
 from lightray.errors import PossibleUserWarning
-from lightray.rank_zero import rank_zero_warn
 from lightray.seed import restore_rng_states
 from lightray.states import LoopPhase
+from lightray.utilities.rank_zero import rank_zero_warn
 
 if TYPE_CHECKING:
     from lightray.loops.fit_loop import FitLoop

@@ -88,10 +88,12 @@ def _worker_trainer(request: StageRequest, rank0: bool) -> Trainer:
     from ray.train.torch import get_device
 
     from lightray.callbacks.progress import ProgressBar
+    from lightray.strategies.ddp import ddp_kwargs
     from lightray.strategies.ray_ddp import RayDDPStrategy
     from lightray.trainer import Trainer
 
-    strategy = RayDDPStrategy(get_device(), run_dir=request.run_dir, planned_world_size=request.full_world_size)
+    strategy = RayDDPStrategy(get_device(), run_dir=request.run_dir, planned_world_size=request.full_world_size,
+                              ddp_kwargs=ddp_kwargs(request.trainer_kwargs.get("strategy")))  # fmt: skip
     kwargs = dict(request.trainer_kwargs)
     # none of the Ray options that would launch workers again
     kwargs.update(callbacks=request.callbacks, logger=request.loggers if rank0 else False, num_workers=0,

@@ -1,5 +1,6 @@
 """Strategies: how the one loop maps onto processes and devices."""
 
+from lightray.strategies.ddp import DDPStrategy
 from lightray.strategies.strategy import SingleDeviceStrategy, Strategy
 
-__all__ = ["SingleDeviceStrategy", "Strategy"]
+__all__ = ["DDPStrategy", "SingleDeviceStrategy", "Strategy"]

@@ -20,10 +20,10 @@ from torch.utils.data import DataLoader, DistributedSampler, IterableDataset
 
 from lightray import data
 from lightray.checkpoint import CHECKPOINT_FILE
-from lightray.module import LightningModule
-from lightray.rank_zero import rank_zero_only
+from lightray.core.module import LightningModule
 from lightray.seed import global_seed
 from lightray.strategies.strategy import Strategy
+from lightray.utilities.rank_zero import rank_zero_only
 
 
 class _TrainingStep(nn.Module):
@@ -44,8 +44,8 @@ class RayDDPStrategy(Strategy):
         self,
         device: torch.device,
         run_dir: str | None = None,
-        find_unused_parameters: bool = False,
         planned_world_size: int | None = None,
+        ddp_kwargs: dict[str, Any] | None = None,
     ) -> None:
         import ray.train
 
@@ -58,7 +58,7 @@ class RayDDPStrategy(Strategy):
         rank_zero_only.rank = self._rank  # type: ignore[attr-defined]
         self.run_dir = run_dir
         self._planned_world_size = planned_world_size or self._world_size
-        self.find_unused_parameters = find_unused_parameters
+        self.ddp_kwargs = dict(ddp_kwargs or {})  # DistributedDataParallel's options (find_unused_parameters, ...)
         self._ddp: nn.parallel.DistributedDataParallel | None = None
 
     @property
@@ -88,7 +88,7 @@ class RayDDPStrategy(Strategy):
         assert self.module is not None
         device_ids = [self.root_device.index] if self.root_device.type == "cuda" else None
         self._ddp = nn.parallel.DistributedDataParallel(
-            _TrainingStep(self.module), device_ids=device_ids, find_unused_parameters=self.find_unused_parameters
+            _TrainingStep(self.module), device_ids=device_ids, **self.ddp_kwargs
         )
         self.model = self._ddp
 

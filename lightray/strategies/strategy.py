@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from lightray.module import LightningModule
+from lightray.core.module import LightningModule
 
 
 class Strategy:

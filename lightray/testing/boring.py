@@ -8,8 +8,8 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from lightray.datamodule import LightningDataModule
-from lightray.module import LightningModule
+from lightray.core.datamodule import LightningDataModule
+from lightray.core.module import LightningModule
 
 
 class RandomDataset(Dataset):

@@ -1,7 +1,8 @@
-"""Hyperparameter search with Ray Tune: ``TuneReportCallback`` in the training function, ``tuner`` on the driver.
+"""Hyperparameter search with Ray Tune: ``TuneReportCallback`` in the training function of any Tune trial.
 
-Ray Tune's own ``Tuner``, ``TuneConfig``, ``RunConfig``, schedulers and search spaces are used as they are.
-Ray is imported only when these are used.
+Ray Tune's own ``Tuner``, ``TuneConfig``, ``RunConfig``, schedulers, search algorithms and search spaces are used
+as Ray documents them (``tune.Tuner(tune.with_resources(train_fn, {"cpu": 1}), ...)``); ``tuner``/``trainable``
+are shortcuts that also size each trial from its Ray Train workers. Ray is imported only when these are used.
 """
 
 from lightray.ray_backend.placement import check_trial_fits

@@ -24,7 +24,7 @@ from lightray.errors import MisconfigurationError
 from lightray.tune.trial import current as current_trial
 
 if TYPE_CHECKING:
-    from lightray.module import LightningModule
+    from lightray.core.module import LightningModule
     from lightray.trainer import Trainer
 
 EVENTS = ("validation_end", "validation_epoch_end", "train_epoch_end", "train_end")

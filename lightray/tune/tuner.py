@@ -24,7 +24,7 @@ from lightray.tune.trial import TrialResources
 if TYPE_CHECKING:
     from ray.tune import Result, ResultGrid, RunConfig, TuneConfig, Tuner
 
-    from lightray.module import LightningModule
+    from lightray.core.module import LightningModule
 
 DRIVER_CPUS = 0.1  # the CPU share of a trial that only drives a Ray Train run
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from lightray.hooks import DataHooks
-from lightray.utilities import AttributeDict, collect_init_args
+from lightray.utilities.parsing import AttributeDict, collect_init_args
 
 
 class LightningDataModule(DataHooks):

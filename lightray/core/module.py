@@ -13,7 +13,8 @@ from torch.optim import Optimizer
 
 from lightray.errors import MisconfigurationError
 from lightray.hooks import CheckpointHooks, DataHooks, ModelHooks
-from lightray.utilities import AttributeDict, apply_to_tensors, collect_init_args
+from lightray.utilities.apply_func import apply_to_tensors
+from lightray.utilities.parsing import AttributeDict, collect_init_args
 
 if TYPE_CHECKING:
     from lightray.optimization import LightningOptimizer

@@ -42,3 +42,8 @@ def rank_zero_debug(message: str) -> None:
 @rank_zero_only
 def rank_zero_warn(message: str | Warning, category: type[Warning] = UserWarning, stacklevel: int = 4) -> None:
     warnings.warn(message, category, stacklevel=stacklevel)
+
+
+def rank_zero_deprecation(message: str | Warning, stacklevel: int = 5) -> None:
+    """A ``DeprecationWarning`` from global rank 0 only."""
+    rank_zero_warn(message, category=DeprecationWarning, stacklevel=stacklevel)
