@@ -169,3 +169,29 @@ def test_resuming_on_another_number_of_workers_keeps_the_global_batch(saved_worl
         trainer.fit_loop.load_state_dict(state, rng_states=None)
     assert trainer.accumulate_grad_batches == expected
     assert trainer.fit_loop.state.batch_idx == 6 * saved_world // world
+
+
+class Stream(torch.utils.data.IterableDataset):
+    """A stream of the same items each epoch (with a random augmentation): no indices, no sampler to rebuild."""
+
+    def __init__(self) -> None:
+        self.items = CountingDataset()
+
+    def __iter__(self):
+        return (self.items[i] for i in range(len(self.items)))
+
+
+class StreamNet(Net):
+    def train_dataloader(self):
+        return DataLoader(Stream(), batch_size=4)
+
+
+def test_an_iterable_dataset_resumes_mid_epoch_by_count_to_the_same_weights(tmp_path):
+    full, full_trainer = train(tmp_path / "full", False, net=StreamNet)
+    crashed, _ = train(tmp_path / "run", False, stop_at=7, net=StreamNet)
+    resumed, trainer = train(tmp_path / "run", False, ckpt_path="last", net=StreamNet)
+    assert len(crashed.seen) < len(full.seen) and resumed.seen == full.seen[-len(resumed.seen) :]
+    assert resumed.seen[0] == (0, 6)  # after the checkpoint at step 6, mid-epoch: the stream's first 6 batches read
+    for (name, a), b in zip(full.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(a, b), name
+    assert trainer.global_step == full_trainer.global_step == 30
