@@ -84,6 +84,13 @@ class Trainer(TrainerProperties):
         run_config: Any = None,
         strategy: str | DDPStrategy | Strategy = "auto",
         reload_dataloaders_every_n_epochs: int = 0,
+        overfit_batches: int | float = 0.0,
+        benchmark: bool | None = None,
+        sync_batchnorm: bool = False,
+        detect_anomaly: bool = False,
+        use_distributed_sampler: bool = True,
+        barebones: bool = False,
+        plugins: Any = None,
     ) -> None:
         """Configure training; see Lightning's Trainer for the shared arguments.
 
@@ -100,6 +107,17 @@ class Trainer(TrainerProperties):
             {**init_kwargs, "callbacks": callbacks, "logger": logger}
         )
 
+        if barebones:  # what costs speed is off; check_arguments refused it being asked for explicitly
+            logger, enable_checkpointing, enable_progress_bar, enable_model_summary = False, False, False, False
+            log_every_n_steps, num_sanity_val_steps = 0, 0
+        self.barebones, self.detect_anomaly, self.sync_batchnorm = barebones, detect_anomaly, sync_batchnorm
+        self.use_distributed_sampler = use_distributed_sampler
+        self.overfit_batches = overfit_batches
+        if overfit_batches:  # the same first batches every epoch, for training and for validation
+            limit_train_batches = limit_val_batches = overfit_batches
+        self.benchmark = False if benchmark is None and deterministic else benchmark
+        if self.benchmark is not None:
+            torch.backends.cudnn.benchmark = self.benchmark
         self.fast_dev_run = int(fast_dev_run)
         if self.fast_dev_run:
             n = self.fast_dev_run

@@ -106,11 +106,51 @@ def check_arguments(args: dict[str, Any]) -> Checked:
     problem = None if isinstance(strategy, Strategy) else strategy_problem(strategy)
     if problem:
         errors.append(problem)
+    errors += _check_debugging_flags(args)
     device, num_workers, use_gpu = _place(args, errors)
+    if args["sync_batchnorm"] and (num_workers or args["scaling_config"] is not None) and not use_gpu:
+        errors.append(
+            "sync_batchnorm=True on CPU workers: torch's SyncBatchNorm works on CUDA devices only. Use GPU workers "
+            "(use_gpu=True), or leave sync_batchnorm out (each worker then keeps its own BatchNorm statistics)"
+        )
     if errors:
         listing = "\n".join(f"  - {e}" for e in errors)
         raise MisconfigurationError(f"Invalid Trainer arguments ({len(errors)}):\n{listing}")
     return Checked(max_time, device, num_workers, use_gpu)
+
+
+def _check_debugging_flags(args: dict[str, Any]) -> list[str]:
+    """``plugins``, ``overfit_batches`` and what ``barebones`` turns off (Lightning's rules)."""
+    errors = []
+    if args["plugins"] is not None:
+        errors.append(
+            f"plugins={args['plugins']!r}: lightray takes no plugins. Precision is precision='bf16-mixed' (or "
+            "'16-mixed', '32-true'); the cluster environment and process group are Ray Train's; checkpoint I/O "
+            "goes to storage_path (a folder or a pyarrow URI)"
+        )
+    overfit = args["overfit_batches"]
+    if isinstance(overfit, bool) or not isinstance(overfit, int | float) or overfit < 0:
+        errors.append(f"overfit_batches={overfit!r}: an int (batches) or a float in [0, 1] (a fraction)")
+    elif isinstance(overfit, float) and overfit > 1:
+        errors.append(f"overfit_batches={overfit}: a fraction must be at most 1.0; an int counts batches")
+    if args["barebones"]:
+        # asked for explicitly (True, a logger object, a number of fast-dev-run batches); logger=True is the default
+        asked = {"enable_checkpointing": args["enable_checkpointing"] is True,
+                 "logger": args["logger"] not in (None, True, False),
+                 "enable_progress_bar": args["enable_progress_bar"] is True,
+                 "enable_model_summary": args["enable_model_summary"] is True,
+                 "detect_anomaly": args["detect_anomaly"] is True,
+                 "fast_dev_run": args["fast_dev_run"] not in (False, 0)}  # fmt: skip
+        errors += [
+            f"barebones=True with {name}={args[name]!r}: barebones mode turns it off for raw speed; leave {name} "
+            "out, or drop barebones"
+            for name, explicit in asked.items()
+            if explicit
+        ]
+        for name in ("log_every_n_steps", "num_sanity_val_steps"):
+            if args[name] not in (None, 0):
+                errors.append(f"barebones=True with {name}={args[name]!r}: barebones mode sets it to 0; leave it out")
+    return errors
 
 
 def _check_callbacks(callbacks: Any) -> list[str]:

@@ -113,10 +113,12 @@ class KillAt(pl.Callback):
 
 
 class UnusedBranch(Regression):
-    """A head that training never uses (DDP needs ``find_unused_parameters=True``); rank 0 writes what DDP got."""
+    """A BatchNorm in front and a head that training never uses (DDP needs ``find_unused_parameters=True``);
+    rank 0 writes what DDP, the BatchNorm and the loader became on the worker."""
 
     def __init__(self, record: str, **kwargs) -> None:
         super().__init__(**kwargs)
+        self.net = nn.Sequential(nn.BatchNorm1d(4), *self.net)
         self.unused_head = nn.Linear(16, 1)
         self.record = record
 
@@ -124,4 +126,5 @@ class UnusedBranch(Regression):
         ddp = self.trainer.strategy.model
         if self.global_rank == 0:
             with open(self.record, "w") as f:
-                f.write(f"{type(ddp).__name__} find_unused_parameters={ddp.find_unused_parameters}")
+                f.write(f"{type(ddp).__name__} find_unused_parameters={ddp.find_unused_parameters} "
+                        f"{type(self.net[0]).__name__} batches={self.trainer.num_training_batches}")  # fmt: skip

@@ -149,3 +149,122 @@ def test_tqdm_progress_bar_is_the_trainers_progress_bar(quiet):
     trainer = pl.Trainer(max_epochs=1, callbacks=[bar], **{**quiet, "enable_progress_bar": True})
     assert trainer.progress_bar_callback is bar and bar.refresh_rate == 5
     assert type(bar.renderer).__name__ == "TqdmRenderer"
+
+
+# --- Trainer flags ------------------------------------------------------------------------------------------------
+def _overfit_program(framework, overfit_batches):
+    """A shuffled train loader and a val loader; overfit_batches reads the same first batches every epoch."""
+    framework.seed_everything(3)
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(64, 6, generator=g), torch.randn(64, 1, generator=g)
+
+    class Model(framework.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.net = torch.nn.Linear(6, 1)
+            self.losses, self.seen = [], []
+
+        def training_step(self, batch, batch_idx):
+            self.seen.append(batch[0][:, 0].tolist())
+            loss = torch.nn.functional.mse_loss(self.net(batch[0]), batch[1])
+            self.losses.append(loss.item())
+            return loss
+
+        def validation_step(self, batch, batch_idx):
+            self.log("val_loss", torch.nn.functional.mse_loss(self.net(batch[0]), batch[1]))
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=8, shuffle=True)
+    val = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x[:32], y[:32]), batch_size=8, shuffle=True)
+    model = Model()
+    trainer = framework.Trainer(
+        max_epochs=3,
+        overfit_batches=overfit_batches,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    with pytest.warns(UserWarning, match="You requested to overfit but enabled train dataloader shuffling"):
+        trainer.fit(model, loader, val)
+    return model, trainer
+
+
+@pytest.mark.parametrize("overfit_batches", [2, 0.25])
+def test_overfit_batches_reads_the_same_first_batches_every_epoch_as_lightning(overfit_batches):
+    ours, our_trainer = _overfit_program(pl, overfit_batches)
+    theirs, their_trainer = _overfit_program(lightning, overfit_batches)
+    per_epoch = 2
+    assert len(ours.seen) == len(theirs.seen) == 3 * per_epoch
+    assert ours.seen[:per_epoch] == ours.seen[per_epoch : 2 * per_epoch] == theirs.seen[:per_epoch]
+    assert ours.losses == pytest.approx(theirs.losses, abs=1e-6)
+    assert float(our_trainer.callback_metrics["val_loss"]) == pytest.approx(
+        float(their_trainer.callback_metrics["val_loss"]), abs=1e-6
+    )
+
+
+def test_benchmark_sets_cudnn_benchmark_and_deterministic_turns_it_off(quiet):
+    before = torch.backends.cudnn.benchmark
+    try:
+        pl.Trainer(benchmark=True, **quiet)
+        assert torch.backends.cudnn.benchmark is True
+        trainer = pl.Trainer(deterministic=True, **quiet)
+        assert trainer.benchmark is False and torch.backends.cudnn.benchmark is False
+    finally:
+        torch.backends.cudnn.benchmark = before
+        torch.use_deterministic_algorithms(False)
+
+
+def _nan_in_backward(framework):
+    class NaNGrad(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            return x.clone()
+
+        @staticmethod
+        def backward(ctx, grad):
+            return grad * float("nan")
+
+    from pytorch_lightning.demos.boring_classes import BoringModel as LightningBoringModel
+
+    class Model(BoringModel if framework is pl else LightningBoringModel):
+        def training_step(self, batch, batch_idx):
+            return NaNGrad.apply(self.layer(batch)).sum()
+
+    trainer = framework.Trainer(max_epochs=1, limit_train_batches=2, limit_val_batches=0, detect_anomaly=True,
+                                accelerator="cpu", logger=False, enable_checkpointing=False,
+                                enable_progress_bar=False, enable_model_summary=False)  # fmt: skip
+    trainer.fit(Model())
+
+
+@pytest.mark.parametrize("framework", [pl, lightning], ids=["lightray", "lightning"])
+def test_detect_anomaly_names_the_backward_that_made_a_nan(framework):
+    with pytest.raises(RuntimeError, match=r"Function 'NaNGradBackward' returned nan values"):
+        _nan_in_backward(framework)
+
+
+def test_barebones_turns_off_what_costs_speed_and_self_log_warns_as_in_lightning(tmp_path):
+    class Logs(BoringModel):
+        def training_step(self, batch, batch_idx):
+            out = super().training_step(batch, batch_idx)
+            self.log("loss", out["loss"])
+            return out
+
+    trainer = pl.Trainer(barebones=True, max_epochs=1, limit_train_batches=2, limit_val_batches=1,
+                         default_root_dir=tmp_path)  # fmt: skip
+    assert trainer.loggers == [] and trainer.checkpoint_callback is None and trainer.progress_bar_callback is None
+    assert trainer.num_sanity_val_steps == 0 and trainer.log_every_n_steps == 0
+    with pytest.warns(UserWarning, match=r"`self.log\(\)` but `Trainer\(barebones=True\)` is configured"):
+        trainer.fit(Logs())
+    assert trainer.global_step == 2 and "loss" not in trainer.callback_metrics
+    assert not any(tmp_path.iterdir())  # nothing written
+    with pytest.raises(pl.MisconfigurationError, match=r"barebones=True with enable_checkpointing=True"):
+        pl.Trainer(barebones=True, enable_checkpointing=True)
+
+
+def test_plugins_are_an_error_that_says_where_each_concern_went(quiet):
+    with pytest.raises(pl.MisconfigurationError, match=r"plugins=.*lightray takes no plugins\. Precision is"):
+        pl.Trainer(plugins=[object()], **quiet)

@@ -33,13 +33,18 @@ def fit(tmp_path, name, model=None, callbacks=(), max_epochs=2, **kwargs):
     return model, trainer
 
 
-def test_ddp_strategy_options_reach_the_ddp_wrapper_on_every_worker(tmp_path):
-    # a parameter that no step uses: DDP fails at the second step unless find_unused_parameters=True reaches it
+def test_ddp_options_sync_batchnorm_and_the_users_sampler_on_the_workers(tmp_path):
+    # a parameter that no step uses: DDP fails at the second step unless find_unused_parameters=True reaches it;
+    # use_distributed_sampler=False keeps the user's sampler, so each rank reads all 64 rows (16 batches of 4)
+    # instead of its half. (sync_batchnorm needs CUDA workers: on CPU workers it is refused before Ray starts.)
     record = tmp_path / "ddp.txt"
     strategy = pl.strategies.DDPStrategy(find_unused_parameters=True)
-    _, trainer = fit(tmp_path, "unused", model=UnusedBranch(str(record)), max_epochs=1, strategy=strategy)
-    assert record.read_text() == "DistributedDataParallel find_unused_parameters=True"
-    assert trainer.global_step == 64 // (4 * 2)
+    _, trainer = fit(tmp_path, "unused", model=UnusedBranch(str(record)), max_epochs=1, strategy=strategy,
+                     use_distributed_sampler=False)  # fmt: skip
+    assert record.read_text() == "DistributedDataParallel find_unused_parameters=True BatchNorm1d batches=16"
+    assert trainer.global_step == 16
+    with pytest.raises(pl.MisconfigurationError, match=r"sync_batchnorm=True on CPU workers: .* CUDA devices only"):
+        pl.Trainer(num_workers=2, sync_batchnorm=True)
 
 
 def test_two_worker_ddp_fit(tmp_path):

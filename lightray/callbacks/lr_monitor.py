@@ -37,10 +37,8 @@ class LearningRateMonitor(Callback):
             )
 
     def on_train_batch_start(self, trainer: Trainer, pl_module: LightningModule, *args: Any) -> None:
-        if (
-            self.logging_interval != "epoch"
-            and (trainer.fit_loop.state.batches_that_stepped + 1) % trainer.log_every_n_steps == 0
-        ):
+        every, step = trainer.log_every_n_steps, trainer.fit_loop.state.batches_that_stepped + 1  # every=0: never
+        if self.logging_interval != "epoch" and every and step % every == 0:
             self._log(trainer, "step")
 
     def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:

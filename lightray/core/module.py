@@ -15,6 +15,7 @@ from lightray.errors import MisconfigurationError
 from lightray.hooks import CheckpointHooks, DataHooks, ModelHooks
 from lightray.utilities.apply_func import apply_to_tensors
 from lightray.utilities.parsing import AttributeDict, collect_init_args
+from lightray.utilities.rank_zero import rank_zero_warn
 
 if TYPE_CHECKING:
     from lightray.optimization import LightningOptimizer
@@ -148,6 +149,12 @@ class LightningModule(ModelHooks, DataHooks, CheckpointHooks, nn.Module):
         """
         if self._trainer is None:
             return  # as in Lightning: logging outside a Trainer is ignored
+        if self._trainer.barebones:
+            rank_zero_warn(
+                "You are trying to `self.log()` but `Trainer(barebones=True)` is configured. Logging can impact raw "
+                "speed so it is disabled under this setting."
+            )
+            return
         self._trainer.results.log(
             name,
             value,

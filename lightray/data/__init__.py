@@ -14,6 +14,7 @@ from lightray.data.loaders import (
     as_loader_list,
     close_iterator,
     generators,
+    in_order,
     index_sampler,
     is_shuffled,
     length,
@@ -41,6 +42,7 @@ __all__ = [
     "is_shuffled",
     "length",
     "limit_batches",
+    "in_order",
     "make_resumable",
     "rebuild_loader",
     "set_epoch",
@@ -53,7 +55,9 @@ def for_this_process(loader: Any, trainer: Trainer, shuffle: bool | None = None)
     prepares it (a DistributedSampler on workers). ``shuffle=None``: as the loader's own sampler does."""
     if is_ray_dataset(loader):
         loader = RayDataLoader(loader)
-    loader = trainer.strategy.process_dataloader(loader, shuffle=is_shuffled(loader) if shuffle is None else shuffle)
+    if trainer.use_distributed_sampler or isinstance(loader, RayDataLoader):  # else the user's sampler stays
+        shuffle = is_shuffled(loader) if shuffle is None else shuffle
+        loader = trainer.strategy.process_dataloader(loader, shuffle=shuffle)
     if isinstance(loader, RayDataLoader):  # bound after the strategy checked there are CPUs left to read it
         loader = loader.bind(trainer.strategy, deterministic=bool(trainer.deterministic))
     return loader

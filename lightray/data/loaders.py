@@ -8,10 +8,11 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader, IterableDataset, RandomSampler, Sampler
+from torch.utils.data import DataLoader, IterableDataset, RandomSampler, Sampler, SequentialSampler
 
 from lightray.data.ray_dataset import is_ray_dataset
 from lightray.errors import MisconfigurationError
+from lightray.utilities.rank_zero import rank_zero_warn
 
 
 def as_loader_list(loaders: Any, stage: str) -> list[Iterable]:
@@ -168,6 +169,20 @@ def make_resumable(loader: Iterable) -> Iterable:
     if isinstance(loader.batch_sampler, ResumableBatchSampler):
         return loader
     return rebuild_loader(loader, batch_sampler=ResumableBatchSampler(loader.batch_sampler))
+
+
+def in_order(loader: Iterable, prefix: str) -> Iterable:
+    """``loader`` reading its dataset in order, for ``overfit_batches`` (the same batches every epoch); warns as
+    Lightning does when the loader shuffled. ``prefix``: "train" or "val"."""
+    if type(loader) is not DataLoader or isinstance(loader.dataset, IterableDataset):
+        return loader
+    if isinstance(loader.sampler, SequentialSampler):
+        return loader
+    rank_zero_warn(
+        f"You requested to overfit but enabled {prefix} dataloader shuffling. We are turning off the {prefix} "
+        "dataloader shuffling for you."
+    )
+    return rebuild_loader(loader, sampler=SequentialSampler(loader.dataset))  # type: ignore[arg-type]
 
 
 def rebuild_loader(loader: DataLoader, **changes: Any) -> DataLoader:

@@ -6,6 +6,8 @@ import contextlib
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+import torch
+
 from lightray import storage
 from lightray.states import TrainerFn
 from lightray.tune import trial as tune_trial
@@ -25,7 +27,8 @@ class InProcessLauncher:
         if fn == TrainerFn.FITTING:
             tune_trial.match_workers(self.options)  # a Tune trial that counted workers must not train here
         try:
-            result = run()
+            with torch.autograd.detect_anomaly() if trainer.detect_anomaly else contextlib.nullcontext():
+                result = run()
             storage.wait_for_writes()  # checkpoints written in the background are in place when the stage returns
         except BaseException as exception:
             trainer.hooks.call_callbacks("on_exception", exception)

@@ -130,6 +130,8 @@ class FitLoop:
                 "Several training dataloaders at once are not supported yet; combine them into one "
                 "DataLoader (e.g. a ConcatDataset) or iterate them yourself in one IterableDataset."
             )
+        if trainer.overfit_batches:
+            loader = data.in_order(loader, "train")
         self.train_loader = data.make_resumable(data.for_this_process(loader, trainer))
         self.train_loaded_epoch = self.state.epoch
         if isinstance(self.train_loader, DataLoader) and self.resume is None:
@@ -177,6 +179,8 @@ class FitLoop:
             return
         trainer = self.trainer
         loaders = data.as_loader_list(trainer.data_sources.load("val", trainer.hooks), "validation")
+        if trainer.overfit_batches:
+            loaders = [data.in_order(dl, "val") for dl in loaders]
         self.val_loaders = [data.for_this_process(dl, trainer, shuffle=False) for dl in loaders]
         self.num_val_batches = [
             data.limit_batches(dl, trainer.limit_val_batches, "limit_val_batches") for dl in self.val_loaders
@@ -355,7 +359,8 @@ class FitLoop:
         trainer = self.trainer
         stage.publish_metrics(trainer)
         logged = trainer.results.view()[1]
-        log_now = (self.state.batches_that_stepped + 1) % trainer.log_every_n_steps == 0 or trainer.should_stop
+        every = trainer.log_every_n_steps  # 0: never (barebones)
+        log_now = every > 0 and ((self.state.batches_that_stepped + 1) % every == 0 or trainer.should_stop)
         if logged and log_now and not accumulating:
             stage.send_to_loggers(trainer, logged, step=self.state.batches_that_stepped)
 

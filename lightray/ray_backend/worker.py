@@ -93,7 +93,8 @@ def _worker_trainer(request: StageRequest, rank0: bool) -> Trainer:
     from lightray.trainer import Trainer
 
     strategy = RayDDPStrategy(get_device(), run_dir=request.run_dir, planned_world_size=request.full_world_size,
-                              ddp_kwargs=ddp_kwargs(request.trainer_kwargs.get("strategy")))  # fmt: skip
+                              ddp_kwargs=ddp_kwargs(request.trainer_kwargs.get("strategy")),
+                              sync_batchnorm=bool(request.trainer_kwargs.get("sync_batchnorm")))  # fmt: skip
     kwargs = dict(request.trainer_kwargs)
     # none of the Ray options that would launch workers again
     kwargs.update(callbacks=request.callbacks, logger=request.loggers if rank0 else False, num_workers=0,

@@ -46,6 +46,7 @@ class RayDDPStrategy(Strategy):
         run_dir: str | None = None,
         planned_world_size: int | None = None,
         ddp_kwargs: dict[str, Any] | None = None,
+        sync_batchnorm: bool = False,
     ) -> None:
         import ray.train
 
@@ -58,6 +59,7 @@ class RayDDPStrategy(Strategy):
         rank_zero_only.rank = self._rank  # type: ignore[attr-defined]
         self.run_dir = run_dir
         self._planned_world_size = planned_world_size or self._world_size
+        self.sync_batchnorm = sync_batchnorm  # BatchNorm statistics over all ranks (SyncBatchNorm)
         self.ddp_kwargs = dict(ddp_kwargs or {})  # DistributedDataParallel's options (find_unused_parameters, ...)
         self._ddp: nn.parallel.DistributedDataParallel | None = None
 
@@ -86,6 +88,8 @@ class RayDDPStrategy(Strategy):
         if self._world_size < 2 or self._ddp is not None:
             return
         assert self.module is not None
+        if self.sync_batchnorm:  # in place below the root; the parameters (and so the optimizers') stay the same
+            nn.SyncBatchNorm.convert_sync_batchnorm(self.module)
         device_ids = [self.root_device.index] if self.root_device.type == "cuda" else None
         self._ddp = nn.parallel.DistributedDataParallel(
             _TrainingStep(self.module), device_ids=device_ids, **self.ddp_kwargs
