@@ -2,7 +2,7 @@
 
 import logging as _logging
 
-from lightray import callbacks, loggers, strategies
+from lightray import callbacks, loggers, profilers, strategies
 from lightray.callbacks.callback import Callback
 from lightray.core.datamodule import LightningDataModule
 from lightray.core.module import LightningModule
@@ -29,6 +29,7 @@ __all__ = [
     "__version__",
     "callbacks",
     "loggers",
+    "profilers",
     "seed_everything",
     "strategies",
 ]

@@ -27,6 +27,7 @@ from lightray.loops.hook_caller import HookCaller
 from lightray.metrics import MetricStore
 from lightray.optimization import LightningOptimizer, LRSchedulerConfig
 from lightray.precision import Precision, make_precision
+from lightray.profilers import Profiler, make_profiler
 from lightray.ray_backend.launcher import RayLauncher
 from lightray.ray_backend.options import RayOptions
 from lightray.states import RunningStage, TrainerFn, TrainerState, TrainerStatus
@@ -91,6 +92,7 @@ class Trainer(TrainerProperties):
         use_distributed_sampler: bool = True,
         barebones: bool = False,
         plugins: Any = None,
+        profiler: str | Profiler | None = None,
     ) -> None:
         """Configure training; see Lightning's Trainer for the shared arguments.
 
@@ -190,6 +192,7 @@ class Trainer(TrainerProperties):
         self.hooks = HookCaller(self)
         self.results = MetricStore(self.strategy, training=True)  # what ``self.log`` records in the running pass
         self.eval_progress = EvalProgress()
+        self.profiler: Profiler = make_profiler(profiler)
         self.fit_loop = FitLoop(self)
 
     # ================================================================== entry points

@@ -268,3 +268,38 @@ def test_barebones_turns_off_what_costs_speed_and_self_log_warns_as_in_lightning
 def test_plugins_are_an_error_that_says_where_each_concern_went(quiet):
     with pytest.raises(pl.MisconfigurationError, match=r"plugins=.*lightray takes no plugins\. Precision is"):
         pl.Trainer(plugins=[object()], **quiet)
+
+
+# --- profilers ------------------------------------------------------------------------------------------------------
+def _profiled_fit(profiler, tmp_path) -> pl.Trainer:
+    trainer = pl.Trainer(max_epochs=1, limit_train_batches=3, limit_val_batches=2, profiler=profiler,
+                         default_root_dir=tmp_path, enable_progress_bar=False, enable_model_summary=False)  # fmt: skip
+    trainer.fit(BoringModel())
+    return trainer
+
+
+def test_simple_profiler_reports_each_hook_and_step_at_the_end_of_fit(tmp_path, caplog):
+    profiler = pl.profilers.SimpleProfiler(dirpath=tmp_path / "profiles", filename="perf")
+    _profiled_fit(profiler, tmp_path)
+    report = (tmp_path / "profiles" / "fit-perf.txt").read_text()
+    rows = {line.split("|")[1].strip(): line.split("|")[3].strip() for line in report.splitlines()[4:] if "|" in line}
+    assert report.startswith("FIT Profiler Report")
+    assert rows["[Strategy].training_step"] == "3"  # calls
+    assert rows["[_TrainingEpochLoop].train_dataloader_next"] == "3"
+    assert rows["[Callback]ModelCheckpoint.on_train_epoch_end"] == "1"
+    assert rows["[LightningModule]BoringModel.configure_optimizers"] == "1"
+    assert rows["[LightningModule]BoringModel.optimizer_step"] == "3"
+
+
+@pytest.mark.parametrize("name", ["simple", "advanced", "pytorch"])
+def test_profilers_by_name_print_their_report_on_the_lightray_logger(name, tmp_path, caplog):
+    with caplog.at_level("INFO", logger="lightray"):
+        trainer = _profiled_fit(name, tmp_path)
+    assert type(trainer.profiler).__name__.lower().startswith(name)
+    reports = [r.getMessage() for r in caplog.records if "FIT Profiler Report" in r.getMessage()]
+    assert len(reports) == 1 and "training_step" in reports[0]
+
+
+def test_an_unknown_profiler_names_the_choices(quiet):
+    with pytest.raises(pl.MisconfigurationError, match=r"profiler='fast': use one of \['advanced', 'pytorch'"):
+        pl.Trainer(profiler="fast", **quiet)

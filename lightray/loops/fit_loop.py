@@ -250,7 +250,8 @@ class FitLoop:
                 return
         while state.batch_idx < num_batches:
             try:
-                batch = next(iterator)
+                with hooks.profile("[_TrainingEpochLoop].train_dataloader_next"):
+                    batch = next(iterator)
             except StopIteration:
                 break
             batch_idx = state.batch_idx

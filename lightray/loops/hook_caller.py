@@ -6,12 +6,14 @@ hook once per stage, so a step pays only for the hooks that do something.
 
 from __future__ import annotations
 
+import contextlib
 from typing import TYPE_CHECKING, Any
 
 from lightray.callbacks.callback import Callback
 from lightray.core.datamodule import LightningDataModule
 from lightray.core.module import LightningModule
 from lightray.hooks import is_overridden
+from lightray.profilers import PassThroughProfiler
 
 if TYPE_CHECKING:
     from lightray.trainer import Trainer
@@ -33,11 +35,17 @@ class HookCaller:
         self.callbacks_by_hook: dict[str, list[Callback]] = {}
         self.module_noops: set[str] = set()
         self.data_hook_owner: dict[str, Any] = {}
+        self.profiling = False  # whether the Trainer's profiler times hooks (not the pass-through one)
+
+    def profile(self, action: str) -> Any:
+        """``with hooks.profile("run_training_batch"):`` times the block when profiling, else costs nothing."""
+        return self.trainer.profiler.profile(action) if self.profiling else contextlib.nullcontext()
 
     def index(self) -> None:
         """Remember who overrides each hook of the attached module, datamodule and callbacks."""
         trainer = self.trainer
         module, datamodule = trainer.lightning_module, trainer.datamodule
+        self.profiling = not isinstance(trainer.profiler, PassThroughProfiler)
         self.module_noops = {name for name in NOOP_MODULE_HOOKS if not is_overridden(module, name, LightningModule)}
         self.data_hook_owner = {}
         for name in _BATCH_TRANSFER_HOOKS:
@@ -63,13 +71,21 @@ class HookCaller:
         trainer.results.current_fx = name
         for callback in callbacks:
             if monitoring is None or monitors_epoch_end(callback) == monitoring:
-                getattr(callback, name)(trainer, trainer.lightning_module, *args, **kwargs)
+                if self.profiling:
+                    with trainer.profiler.profile(f"[Callback]{type(callback).__qualname__}.{name}"):
+                        getattr(callback, name)(trainer, trainer.lightning_module, *args, **kwargs)
+                else:
+                    getattr(callback, name)(trainer, trainer.lightning_module, *args, **kwargs)
 
     def call_module(self, name: str, *args: Any, **kwargs: Any) -> Any:
         if name in self.module_noops:
             return None
+        module = self.trainer.lightning_module
         self.trainer.results.current_fx = name
-        return getattr(self.trainer.lightning_module, name)(*args, **kwargs)
+        if self.profiling:
+            with self.trainer.profiler.profile(f"[LightningModule]{type(module).__qualname__}.{name}"):
+                return getattr(module, name)(*args, **kwargs)
+        return getattr(module, name)(*args, **kwargs)
 
     def call_hook(self, name: str, *args: Any) -> None:
         """Callbacks first, then the module: Lightning's order for the loop hooks."""

@@ -14,6 +14,7 @@ if TYPE_CHECKING:
 def setup(trainer: Trainer, stage: str) -> None:
     """prepare_data, setup and configure_model, in Lightning's order."""
     hooks, module, datamodule = trainer.hooks, trainer.lightning_module, trainer.datamodule
+    trainer.profiler.setup(stage, trainer.local_rank, trainer.log_dir)
     trainer.strategy.connect(module)
     for owner in (datamodule, module):
         # once per node (local rank 0), or once in all (global rank 0) when the owner says so
@@ -47,6 +48,8 @@ def teardown(trainer: Trainer, stage: str) -> None:
     trainer.hooks.call_callbacks("teardown", stage=stage)
     trainer.hooks.call_module("teardown", stage=stage)
     trainer.strategy.teardown()
+    trainer.profiler.describe()  # the stage's report, once its hooks ran
+    trainer.profiler.teardown(stage)
 
 
 def reset_metrics(trainer: Trainer) -> None:

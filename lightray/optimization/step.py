@@ -18,6 +18,8 @@ if TYPE_CHECKING:
     from lightray.loops.loop_state import LoopState
     from lightray.trainer import Trainer
 
+STEP_ACTION = "[Strategy].training_step"  # what a profiler calls the forward pass of a training step
+
 
 @dataclass
 class StepResult:
@@ -80,7 +82,7 @@ class Optimization:
 
         def step() -> StepResult:
             trainer.results.current_fx = "training_step"
-            with trainer.precision_plugin.forward_context():
+            with trainer.precision_plugin.forward_context(), trainer.hooks.profile(STEP_ACTION):
                 output = trainer.strategy.training_step(*args)
             result = automatic_result(output, accumulate)
             if result.closure_loss is None:
@@ -120,7 +122,7 @@ class Optimization:
     def manual_step(self, args: tuple) -> dict[str, Any]:
         trainer = self.trainer
         trainer.results.current_fx = "training_step"
-        with trainer.precision_plugin.forward_context():
+        with trainer.precision_plugin.forward_context(), trainer.hooks.profile(STEP_ACTION):
             output = trainer.strategy.training_step(*args)
         if output is None:
             return {}
