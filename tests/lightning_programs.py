@@ -768,6 +768,81 @@ def dqn_iterable_dataset(pl: Any, tmp: Path) -> dict[str, Any]:
     }
 
 
+# --------------------------------------------------------------------------------------------------
+# 8. Fine-tuning with BackboneFinetuning and a BaseFinetuning subclass (Lightning's transfer-learning example)
+# --------------------------------------------------------------------------------------------------
+def backbone_finetuning(pl: Any, tmp: Path) -> dict[str, Any]:
+    _start(pl, 21)
+    callbacks = _sub(pl, "callbacks")
+    g = torch.Generator().manual_seed(8)
+    x = torch.randn(96, 6, generator=g)
+    y = (x[:, :3].sum(1) > 0).long()
+
+    class TransferModel(pl.LightningModule):
+        def __init__(self, lr: float = 5e-2) -> None:
+            super().__init__()
+            self.save_hyperparameters()
+            self.backbone = nn.Sequential(nn.Linear(6, 12), nn.BatchNorm1d(12), nn.ReLU(), nn.Linear(12, 12))
+            self.head = nn.Sequential(nn.ReLU(), nn.Linear(12, 2))
+            self.losses: list[float] = []
+            self.lrs: list[list[float]] = []
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.head(self.backbone(x))
+
+        def on_train_epoch_start(self) -> None:
+            self.lrs.append([group["lr"] for group in self.optimizers().param_groups])
+
+        def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+            x, y = batch
+            loss = F.cross_entropy(self(x), y)
+            self.log("train_loss", loss)
+            self.losses.append(loss.item())
+            return loss
+
+        def validation_step(self, batch: Any, batch_idx: int) -> None:
+            x, y = batch
+            self.log("val_acc", (self(x).argmax(1) == y).float().mean())
+
+        def configure_optimizers(self) -> Any:
+            optimizer = torch.optim.SGD(filter(lambda p: p.requires_grad, self.parameters()), lr=self.hparams.lr)
+            return [optimizer], [torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=[3], gamma=0.5)]
+
+    class HeadThenAll(callbacks.BaseFinetuning):
+        """Lightning's example pattern: freeze the backbone but its BatchNorm, unfreeze at a milestone."""
+
+        def __init__(self, milestone: int = 1) -> None:
+            super().__init__()
+            self.milestone = milestone
+
+        def freeze_before_training(self, pl_module: Any) -> None:
+            self.freeze(pl_module.backbone, train_bn=True)
+
+        def finetune_function(self, pl_module: Any, epoch: int, optimizer: Any) -> None:
+            if epoch == self.milestone:
+                self.unfreeze_and_add_param_group(pl_module.backbone, optimizer=optimizer, train_bn=True)
+
+    out: dict[str, Any] = {}
+    backbone = callbacks.BackboneFinetuning(unfreeze_backbone_at_epoch=1, lambda_func=lambda epoch: 1.5)
+    for name, callback in [("backbone", backbone), ("base", HeadThenAll())]:
+        _start(pl, 21)
+        model = TransferModel()
+        trainer = pl.Trainer(max_epochs=5, callbacks=[callback], logger=False, enable_checkpointing=False,
+                             default_root_dir=str(tmp), **COMMON)  # fmt: skip
+        loader = DataLoader(TensorDataset(x[:64], y[:64]), batch_size=16, shuffle=True)
+        trainer.fit(model, loader, DataLoader(TensorDataset(x[64:], y[64:]), batch_size=16))
+        out[name] = {"lrs": model.lrs, "groups": len(trainer.optimizers[0].param_groups),
+                     "frozen_after": sorted(n for n, p in model.named_parameters() if not p.requires_grad),
+                     "bn_tracks": model.backbone[1].track_running_stats}  # fmt: skip
+        out.setdefault("losses", []).extend(model.losses)
+        out[f"weights_{name}"] = _weights(model)
+        out[f"metrics_{name}"] = _floats(trainer.callback_metrics)
+    out["weights"] = out.pop("weights_base")
+    out["metrics"] = {"fit": out.pop("metrics_base")}
+    out["global_step"], out["current_epoch"] = trainer.global_step, trainer.current_epoch
+    return out
+
+
 PROGRAMS = {
     "autoencoder": autoencoder,
     "image_classifier": image_classifier,
@@ -776,4 +851,5 @@ PROGRAMS = {
     "gan_manual_optimization": gan_manual_optimization,
     "frozen_backbone_finetune": frozen_backbone_finetune,
     "dqn_iterable_dataset": dqn_iterable_dataset,
+    "backbone_finetuning": backbone_finetuning,
 }

@@ -3,6 +3,7 @@
 from lightray.callbacks.callback import Callback
 from lightray.callbacks.checkpoint import Checkpoint
 from lightray.callbacks.early_stopping import EarlyStopping
+from lightray.callbacks.finetuning import BackboneFinetuning, BaseFinetuning
 from lightray.callbacks.lr_monitor import LearningRateMonitor
 from lightray.callbacks.model_checkpoint import ModelCheckpoint
 from lightray.callbacks.model_summary import ModelSummary
@@ -11,6 +12,8 @@ from lightray.callbacks.progress import LineRenderer, ProgressBar, TQDMProgressB
 from lightray.callbacks.timer import Timer
 
 __all__ = [
+    "BackboneFinetuning",
+    "BaseFinetuning",
     "Callback",
     "Checkpoint",
     "EarlyStopping",
