@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
-from torch.nn.modules.batchnorm import _BatchNorm
 from torch.optim import Optimizer
 
 from lightray.callbacks.callback import Callback
@@ -25,6 +24,8 @@ if TYPE_CHECKING:
     from lightray.trainer import Trainer
 
 Modules = nn.Module | Iterable[Any]
+# torch's batch norms by their public names (lazy ones become one of these once they know their size)
+_BatchNorm = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
 
 
 class BaseFinetuning(Callback):
