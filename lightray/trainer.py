@@ -188,6 +188,7 @@ class Trainer(TrainerProperties):
         self._progress_bar_metrics: dict[str, torch.Tensor] = {}
         self.should_stop = False
         self.ckpt_path: str | None = None
+        self.predict_outputs: Any = None  # the latest predict epoch's outputs, as on_predict_epoch_end sees them
         self.state = TrainerState()
         self.hooks = HookCaller(self)
         self.results = MetricStore(self.strategy, training=True)  # what ``self.log`` records in the running pass

@@ -92,7 +92,7 @@ CLAIMED = {
     "": ["Callback", "LightningDataModule", "LightningModule", "Trainer", "seed_everything"],
     "core": ["LightningDataModule", "LightningModule"],
     "core.optimizer": ["LightningOptimizer"],
-    "callbacks": ["BackboneFinetuning", "BaseFinetuning",
+    "callbacks": ["BackboneFinetuning", "BaseFinetuning", "BasePredictionWriter", "GradientAccumulationScheduler",
                   "Callback", "Checkpoint", "EarlyStopping", "LearningRateMonitor", "ModelCheckpoint",
                   "ModelSummary", "OnExceptionCheckpoint", "ProgressBar", "TQDMProgressBar", "Timer"],
     "loggers": ["CSVLogger", "Logger", "MLFlowLogger", "TensorBoardLogger"],
@@ -305,3 +305,69 @@ def test_profilers_by_name_print_their_report_on_the_lightray_logger(name, tmp_p
 def test_an_unknown_profiler_names_the_choices(quiet):
     with pytest.raises(pl.MisconfigurationError, match=r"profiler='fast': use one of \['advanced', 'pytorch'"):
         pl.Trainer(profiler="fast", **quiet)
+
+
+# --- callbacks: accumulation schedule, prediction writer ------------------------------------------------------------
+def _accumulation_program(framework):
+    framework.seed_everything(4)
+    g = torch.Generator().manual_seed(1)
+    x, y = torch.randn(64, 6, generator=g), torch.randn(64, 1, generator=g)
+
+    class Recording(framework.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.net = torch.nn.Linear(6, 1)
+            self.steps_at_batch: list[int] = []
+
+        def training_step(self, batch, batch_idx):
+            self.steps_at_batch.append(self.trainer.global_step)
+            return torch.nn.functional.mse_loss(self.net(batch[0]), batch[1])
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.05, momentum=0.9)
+
+    scheduler = framework.callbacks.GradientAccumulationScheduler(scheduling={1: 2, 2: 4})
+    model = Recording()
+    trainer = framework.Trainer(
+        max_epochs=3,
+        callbacks=[scheduler],
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=8, shuffle=True)
+    trainer.fit(model, loader)
+    return model.steps_at_batch, {k: v.clone() for k, v in model.state_dict().items()}, trainer.global_step
+
+
+def test_gradient_accumulation_scheduler_steps_as_lightning():
+    ours, our_weights, our_steps = _accumulation_program(pl)
+    theirs, their_weights, their_steps = _accumulation_program(lightning)
+    assert our_steps == their_steps == 8 + 4 + 2  # 1, then 2, then 4 batches per step
+    assert ours == theirs
+    for key, value in their_weights.items():
+        assert torch.allclose(our_weights[key], value, atol=1e-6), key
+    with pytest.raises(pl.MisconfigurationError, match="Accumulation factor should be an int greater than 0"):
+        pl.callbacks.GradientAccumulationScheduler({0: 0})
+
+
+def test_a_prediction_writer_writes_per_batch_and_per_epoch(tmp_path, quiet):
+    class Writer(pl.callbacks.BasePredictionWriter):
+        def __init__(self):
+            super().__init__(write_interval="batch_and_epoch")
+            self.batches, self.epochs = [], []
+
+        def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx):
+            self.batches.append((batch_idx, tuple(prediction.shape)))
+
+        def write_on_epoch_end(self, trainer, pl_module, predictions, batch_indices):
+            self.epochs.append(len(predictions))
+
+    writer = Writer()
+    trainer = pl.Trainer(callbacks=[writer], limit_predict_batches=3, **quiet)
+    returned = trainer.predict(BoringModel())
+    assert writer.batches == [(0, (2, 2)), (1, (2, 2)), (2, (2, 2))] and writer.epochs == [3] and len(returned) == 3
+    with pytest.raises(pl.MisconfigurationError, match=r"`write_interval` should be one of"):
+        pl.callbacks.BasePredictionWriter("step")

@@ -167,6 +167,7 @@ def run_predict(trainer: Trainer) -> list[Any]:
                 hooks.call_module("on_predict_batch_end", output, *hook_args)
                 outputs.append(output)
             predictions.append(outputs)
+    trainer.predict_outputs = predictions[0] if len(predictions) == 1 else predictions  # for prediction writers
     hooks.call_hook("on_predict_epoch_end")
     hooks.call_hook("on_predict_end")
     mode.restore(module)
