@@ -339,7 +339,7 @@ def restore_weights_for_evaluation(trainer: Trainer) -> None:
     if path is not None:
         loaded = load_checkpoint_file(path, map_location="cpu")
         trainer.hooks.call_module("on_load_checkpoint", loaded)
-        load_state_into_module(trainer.lightning_module, loaded, path, strict=True)
+        load_state_into_module(trainer.lightning_module, loaded, path, strict=trainer.lightning_module.strict_loading)
 
 
 def restore_modules_and_callbacks(trainer: Trainer, loaded: LoadedCheckpoint) -> None:
@@ -347,7 +347,7 @@ def restore_modules_and_callbacks(trainer: Trainer, loaded: LoadedCheckpoint) ->
     checkpoint, path = loaded
     module = trainer.lightning_module
     trainer.hooks.call_module("on_load_checkpoint", checkpoint)
-    load_state_into_module(module, checkpoint, path, strict=True)
+    load_state_into_module(module, checkpoint, path, strict=module.strict_loading)
     datamodule = trainer.datamodule
     if datamodule is not None and type(datamodule).__qualname__ in checkpoint:
         datamodule.load_state_dict(checkpoint[type(datamodule).__qualname__])

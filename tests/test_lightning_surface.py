@@ -371,3 +371,59 @@ def test_a_prediction_writer_writes_per_batch_and_per_epoch(tmp_path, quiet):
     assert writer.batches == [(0, (2, 2)), (1, (2, 2)), (2, (2, 2))] and writer.epochs == [3] and len(returned) == 3
     with pytest.raises(pl.MisconfigurationError, match=r"`write_interval` should be one of"):
         pl.callbacks.BasePredictionWriter("step")
+
+
+# --- module API -----------------------------------------------------------------------------------------------------
+class _Net(pl.LightningModule):
+    def __init__(self):
+        super().__init__()
+        self.net = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
+        self.example_input_array = torch.randn(3, 4)
+
+    def forward(self, x):
+        return self.net(x)
+
+
+@pytest.mark.parametrize("method", ["script", "trace"])
+def test_to_torchscript_saves_a_module_that_gives_the_same_outputs(method, tmp_path):
+    model = _Net()
+    path = tmp_path / "model.pt"
+    model.to_torchscript(path, method=method)
+    loaded = torch.jit.load(str(path))
+    x = torch.randn(5, 4)
+    assert torch.allclose(loaded(x), model(x)) and model.training  # the module's mode is restored
+
+
+def test_dtype_on_gpu_toggled_optimizer_and_strict_loading():
+    model = _Net()
+    assert model.dtype == torch.float32 and model.double().dtype == torch.float64 and model.on_gpu is False
+    assert model.strict_loading is True
+    model.strict_loading = False
+    assert model.strict_loading is False
+    with pytest.raises((ValueError, ModuleNotFoundError), match=r"needs (input_sample|the onnx package)"):
+        pl.LightningModule().to_onnx("x.onnx")  # no sample (or, without onnx installed, says to install it)
+
+
+def test_toggled_optimizer_freezes_the_other_optimizers_parameters_for_the_block(quiet):
+    class TwoOptimizers(pl.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.automatic_optimization = False
+            self.g, self.d = torch.nn.Linear(2, 2), torch.nn.Linear(2, 1)
+            self.seen = []
+
+        def training_step(self, batch, batch_idx):
+            g_opt, d_opt = self.optimizers()
+            with self.toggled_optimizer(d_opt):
+                self.seen.append((self.g.weight.requires_grad, self.d.weight.requires_grad))
+            self.seen.append((self.g.weight.requires_grad, self.d.weight.requires_grad))
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.g.parameters(), lr=0.1), torch.optim.SGD(self.d.parameters(), lr=0.1)
+
+        def train_dataloader(self):
+            return torch.utils.data.DataLoader(torch.randn(4, 2), batch_size=2)
+
+    model = TwoOptimizers()
+    pl.Trainer(max_epochs=1, limit_train_batches=1, **quiet).fit(model)
+    assert model.seen == [(False, True), (True, True)]

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import inspect
+import os
 import types
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -29,9 +31,19 @@ class LightningModule(ModelHooks, DataHooks, CheckpointHooks, nn.Module):
     for local runs, on every Ray Train worker when the Trainer has ``num_workers >= 1``).
     """
 
+    # properties TorchScript must not compile (they reach the Trainer); Lightning's list
+    __jit_unused_properties__: list[str] = [
+        "trainer", "automatic_optimization", "device", "dtype", "on_gpu", "current_epoch", "global_step",
+        "global_rank", "local_rank", "logger", "loggers", "hparams", "hparams_initial", "logs_hyperparameters",
+        "example_input_array", "strict_loading",
+    ]  # fmt: skip
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self._example_input_array: Any = None
+        self._strict_loading: bool | None = None
         self._trainer: Trainer | None = None
+        self._jit_is_scripting = False
         self._hparams: AttributeDict = AttributeDict()
         self._hparams_initial: AttributeDict = AttributeDict()
         self._log_hyperparams = True
@@ -42,9 +54,9 @@ class LightningModule(ModelHooks, DataHooks, CheckpointHooks, nn.Module):
     # ------------------------------------------------------------------ state the trainer provides
     @property
     def trainer(self) -> Trainer:
-        if self._trainer is None:
+        if self._trainer is None and not self._jit_is_scripting:  # TorchScript probes every attribute
             raise RuntimeError(f"{type(self).__name__} is not attached to a `Trainer`; call `trainer.fit(model)`.")
-        return self._trainer
+        return self._trainer  # type: ignore[return-value]
 
     @trainer.setter
     def trainer(self, trainer: Trainer | None) -> None:
@@ -63,6 +75,35 @@ class LightningModule(ModelHooks, DataHooks, CheckpointHooks, nn.Module):
     def device(self) -> torch.device:
         param = next(self.parameters(), None)
         return param.device if param is not None else self._cpu_device
+
+    @property
+    def example_input_array(self) -> Any:
+        """A batch for ``to_torchscript(method="trace")`` and ``to_onnx`` (set it in ``__init__``)."""
+        return self._example_input_array
+
+    @example_input_array.setter
+    def example_input_array(self, example: Any) -> None:
+        self._example_input_array = example
+
+    @property
+    def strict_loading(self) -> bool:
+        """Whether a checkpoint's ``state_dict`` must match this module's exactly when a fit resumes (default True;
+        set False to resume a module whose frozen, unsaved parts are left out)."""
+        return True if self._strict_loading is None else self._strict_loading
+
+    @strict_loading.setter
+    def strict_loading(self, strict: bool) -> None:
+        self._strict_loading = strict
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The dtype of the module's floating-point parameters (the default dtype when it has none)."""
+        param = next((p for p in self.parameters() if p.is_floating_point()), None)
+        return param.dtype if param is not None else torch.get_default_dtype()
+
+    @property
+    def on_gpu(self) -> bool:
+        return self.device.type == "cuda"
 
     @property
     def current_epoch(self) -> int:
@@ -233,6 +274,61 @@ class LightningModule(ModelHooks, DataHooks, CheckpointHooks, nn.Module):
                     if param in self._param_requires_grad_state:
                         param.requires_grad = self._param_requires_grad_state[param]
         self._param_requires_grad_state = {}
+
+    @contextlib.contextmanager
+    def toggled_optimizer(self, optimizer: Optimizer | LightningOptimizer) -> Iterator[None]:
+        """``toggle_optimizer`` for the block, ``untoggle_optimizer`` after it (manual optimization, GANs)."""
+        self.toggle_optimizer(optimizer)
+        try:
+            yield
+        finally:
+            self.untoggle_optimizer(optimizer)
+
+    @torch.no_grad()
+    def to_torchscript(
+        self, file_path: str | os.PathLike | None = None, method: str = "script", example_inputs: Any = None
+    ) -> Any:
+        """The module compiled by TorchScript (``method="script"``) or traced (``"trace"``, on ``example_inputs`` or
+        ``example_input_array``), in eval mode; saved to ``file_path`` when given. Runs anywhere."""
+        training = self.training
+        self.eval()
+        self._jit_is_scripting = True
+        try:
+            if method == "script":
+                compiled = torch.jit.script(self)
+            elif method == "trace":
+                inputs = example_inputs if example_inputs is not None else self.example_input_array
+                if inputs is None:
+                    raise ValueError(
+                        "to_torchscript(method='trace') needs example_inputs, or self.example_input_array set"
+                    )
+                compiled = torch.jit.trace(self, example_inputs=apply_to_tensors(inputs, lambda t: t.to(self.device)))
+            else:
+                raise ValueError(f"to_torchscript(method={method!r}): use 'script' or 'trace'")
+        finally:
+            self._jit_is_scripting = False
+            self.train(training)
+        if file_path is not None:
+            torch.jit.save(compiled, os.fspath(file_path))
+        return compiled
+
+    def to_onnx(self, file_path: str | os.PathLike, input_sample: Any = None, **kwargs: Any) -> None:
+        """Export to ONNX with ``torch.onnx.export`` (needs the ``onnx`` package), on ``input_sample`` or
+        ``example_input_array``. Runs anywhere."""
+        import importlib.util
+
+        if importlib.util.find_spec("onnx") is None:
+            raise ModuleNotFoundError("to_onnx needs the onnx package: pip install onnx")
+        sample = input_sample if input_sample is not None else self.example_input_array
+        if sample is None:
+            raise ValueError("to_onnx needs input_sample, or self.example_input_array set")
+        training = self.training
+        self.eval()
+        try:
+            torch.onnx.export(self, apply_to_tensors(sample, lambda t: t.to(self.device)), os.fspath(file_path),
+                              **kwargs)  # fmt: skip
+        finally:
+            self.train(training)
 
     def clip_gradients(
         self,
