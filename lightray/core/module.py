@@ -13,6 +13,7 @@ import torch
 from torch import nn
 from torch.optim import Optimizer
 
+from lightray.core import export
 from lightray.errors import MisconfigurationError
 from lightray.hooks import CheckpointHooks, DataHooks, ModelHooks
 from lightray.utilities.apply_func import apply_to_tensors
@@ -284,50 +285,31 @@ class LightningModule(ModelHooks, DataHooks, CheckpointHooks, nn.Module):
         finally:
             self.untoggle_optimizer(optimizer)
 
-    @torch.no_grad()
     def to_torchscript(
         self, file_path: str | os.PathLike | None = None, method: str = "script", example_inputs: Any = None
     ) -> Any:
         """The module compiled by TorchScript (``method="script"``) or traced (``"trace"``, on ``example_inputs`` or
         ``example_input_array``), in eval mode; saved to ``file_path`` when given. Runs anywhere."""
-        training = self.training
-        self.eval()
-        self._jit_is_scripting = True
-        try:
-            if method == "script":
-                compiled = torch.jit.script(self)
-            elif method == "trace":
-                inputs = example_inputs if example_inputs is not None else self.example_input_array
-                if inputs is None:
-                    raise ValueError(
-                        "to_torchscript(method='trace') needs example_inputs, or self.example_input_array set"
-                    )
-                compiled = torch.jit.trace(self, example_inputs=apply_to_tensors(inputs, lambda t: t.to(self.device)))
-            else:
-                raise ValueError(f"to_torchscript(method={method!r}): use 'script' or 'trace'")
-        finally:
-            self._jit_is_scripting = False
-            self.train(training)
-        if file_path is not None:
-            torch.jit.save(compiled, os.fspath(file_path))
-        return compiled
+        with self._exporting():
+            return export.to_torchscript(self, file_path, method, example_inputs)
 
     def to_onnx(self, file_path: str | os.PathLike, input_sample: Any = None, **kwargs: Any) -> None:
         """Export to ONNX with ``torch.onnx.export`` (needs the ``onnx`` package), on ``input_sample`` or
         ``example_input_array``. Runs anywhere."""
-        import importlib.util
+        with self._exporting():
+            export.to_onnx(self, file_path, input_sample, **kwargs)
 
-        if importlib.util.find_spec("onnx") is None:
-            raise ModuleNotFoundError("to_onnx needs the onnx package: pip install onnx")
-        sample = input_sample if input_sample is not None else self.example_input_array
-        if sample is None:
-            raise ValueError("to_onnx needs input_sample, or self.example_input_array set")
-        training = self.training
+    @contextlib.contextmanager
+    def _exporting(self) -> Iterator[None]:
+        """Eval mode and no grad for an export, this module's own mode after; TorchScript probes every attribute,
+        ``trainer`` included, meanwhile."""
+        training, self._jit_is_scripting = self.training, True
         self.eval()
         try:
-            torch.onnx.export(self, apply_to_tensors(sample, lambda t: t.to(self.device)), os.fspath(file_path),
-                              **kwargs)  # fmt: skip
+            with torch.no_grad():
+                yield
         finally:
+            self._jit_is_scripting = False
             self.train(training)
 
     def clip_gradients(
