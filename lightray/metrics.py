@@ -222,7 +222,11 @@ class MetricStore:
                 )
             tensor = value if enable_graph else value.detach()
             tensor = tensor.reshape(())
-            return tensor if tensor.is_floating_point() else tensor.float()
+            if tensor.dtype in (torch.float32, torch.float64):
+                return tensor
+            # reduced in float32 at least (float64 under precision="64-true"), as Lightning reduces them
+            default = torch.get_default_dtype()
+            return tensor.to(default if default in (torch.float32, torch.float64) else torch.float32)
         if isinstance(value, bool | int | float):
             return torch.tensor(float(value))
         raise MisconfigurationError(

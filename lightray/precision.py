@@ -1,15 +1,16 @@
-"""Numeric precision: full 32-bit, or mixed with autocast (fp16 with a gradient scaler, or bf16)."""
+"""Numeric precision: full 32-bit; mixed with autocast (fp16 with a gradient scaler, or bf16); or "true" 64, 16 or
+bf16 (the module's parameters and the batches' floating-point tensors in that dtype)."""
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
 from torch.optim import Optimizer
 
-PRECISIONS = ("32-true", "32", "16-mixed", "16", "bf16-mixed", "bf16")
+PRECISIONS = ("32-true", "32", "16-mixed", "16", "bf16-mixed", "bf16", "64-true", "64", "16-true", "bf16-true")
 
 
 class Precision:
@@ -20,6 +21,13 @@ class Precision:
 
     def forward_context(self) -> contextlib.AbstractContextManager:
         return self._no_context
+
+    def convert_module(self, module: torch.nn.Module) -> None:
+        """Put the module's parameters and buffers in this precision's dtype (in place), before optimizers exist."""
+
+    def convert_input(self, batch: Any) -> Any:
+        """The batch with its floating-point tensors in this precision's dtype (before the batch-transfer hooks)."""
+        return batch
 
     def scale_loss(self, loss: torch.Tensor) -> torch.Tensor:
         return loss
@@ -78,9 +86,37 @@ class MixedPrecision(Precision):
             self.scaler.load_state_dict(state)
 
 
+class TruePrecision(Precision):
+    """``64-true``, ``16-true``, ``bf16-true``: the module and the inputs in one dtype, which is also the default
+    dtype while a step runs (tensors created there match), as Lightning's double and half precisions do."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.dtype = {"64-true": torch.float64, "16-true": torch.float16, "bf16-true": torch.bfloat16}[name]
+
+    @contextlib.contextmanager
+    def forward_context(self) -> Iterator[None]:
+        default = torch.get_default_dtype()
+        torch.set_default_dtype(self.dtype)
+        try:
+            yield
+        finally:
+            torch.set_default_dtype(default)
+
+    def convert_module(self, module: torch.nn.Module) -> None:
+        module.to(dtype=self.dtype)
+
+    def convert_input(self, batch: Any) -> Any:
+        from lightray.utilities.apply_func import apply_to_tensors
+
+        return apply_to_tensors(batch, lambda t: t.to(self.dtype) if t.is_floating_point() else t)
+
+
 def make_precision(name: str, device_type: str) -> Precision:
     """The precision object for a Trainer ``precision`` value (already validated)."""
-    name = {"32": "32-true", "16": "16-mixed", "bf16": "bf16-mixed"}.get(name, name)
+    name = {"32": "32-true", "16": "16-mixed", "bf16": "bf16-mixed", "64": "64-true"}.get(name, name)
     if name == "32-true":
         return Precision()
+    if name.endswith("-true"):
+        return TruePrecision(name)
     return MixedPrecision(name, device_type)

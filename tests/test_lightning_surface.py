@@ -427,3 +427,51 @@ def test_toggled_optimizer_freezes_the_other_optimizers_parameters_for_the_block
     model = TwoOptimizers()
     pl.Trainer(max_epochs=1, limit_train_batches=1, **quiet).fit(model)
     assert model.seen == [(False, True), (True, True)]
+
+
+# --- true precisions ------------------------------------------------------------------------------------------------
+def _precision_program(framework, precision):
+    framework.seed_everything(9)
+    g = torch.Generator().manual_seed(2)
+    x, y = torch.randn(48, 5, generator=g), torch.randn(48, 1, generator=g)
+
+    class Model(framework.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.net = torch.nn.Sequential(torch.nn.Linear(5, 8), torch.nn.Tanh(), torch.nn.Linear(8, 1))
+            self.seen = []
+
+        def training_step(self, batch, batch_idx):
+            self.seen.append((batch[0].dtype, torch.zeros(1).dtype, self.net[0].weight.dtype))
+            return torch.nn.functional.mse_loss(self.net(batch[0]), batch[1])
+
+        def validation_step(self, batch, batch_idx):
+            self.log("val_loss", torch.nn.functional.mse_loss(self.net(batch[0]), batch[1]))
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    model = Model()
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=16)
+    trainer = framework.Trainer(
+        max_epochs=2,
+        precision=precision,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    trainer.fit(model, loader, loader)
+    return model, float(trainer.callback_metrics["val_loss"])
+
+
+@pytest.mark.parametrize(("precision", "dtype"), [("64-true", torch.float64), ("bf16-true", torch.bfloat16)])
+def test_true_precisions_train_in_that_dtype_as_lightning(precision, dtype):
+    ours, our_loss = _precision_program(pl, precision)
+    theirs, their_loss = _precision_program(lightning, precision)
+    assert ours.seen[0] == theirs.seen[0] == (dtype, dtype, dtype)  # inputs, tensors made in the step, weights
+    assert torch.get_default_dtype() == torch.float32  # restored after each step
+    for (name, a), b in zip(ours.state_dict().items(), theirs.state_dict().values()):
+        assert a.dtype == dtype and torch.allclose(a.double(), b.double(), atol=1e-6), name
+    assert our_loss == pytest.approx(their_loss, abs=1e-6)

@@ -105,6 +105,7 @@ class HookCaller:
         return self.call_on(owner, name, batch, *args)
 
     def to_device(self, batch: Any, dataloader_idx: int) -> Any:
+        batch = self.trainer.precision_plugin.convert_input(batch)
         batch = self.call_data_hook("on_before_batch_transfer", batch, dataloader_idx)
         batch = self.call_data_hook(
             "transfer_batch_to_device", batch, self.trainer.strategy.root_device, dataloader_idx

@@ -28,6 +28,7 @@ def setup(trainer: Trainer, stage: str) -> None:
     hooks.call_module("setup", stage=stage)
     hooks.call_module("configure_model")
     trainer.strategy.connect(module)  # configure_model may have created parameters
+    trainer.precision_plugin.convert_module(module)
     log_hyperparams(trainer)
 
 
