@@ -12,6 +12,7 @@ import importlib.util
 import os
 import re
 import time
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from lightray.cli.common import UsageError, listing
@@ -174,19 +175,9 @@ def check_search(text: str, given: dict[str, Any]) -> str:
     if search["mode"] not in ("min", "max"):
         problems.append(f"--tune.mode {search['mode']!r}: use min or max")
     if search["scheduler"] not in SCHEDULERS:
-        close = difflib.get_close_matches(str(search["scheduler"]), SCHEDULERS, n=1)
-        hint = f" Did you mean {close[0]}?" if close else ""
-        problems.append(
-            f"--tune.scheduler {search['scheduler']!r}: unknown scheduler.{hint} Valid choices: "
-            + ", ".join(SCHEDULERS)
-        )
+        problems.append(_unknown_choice("scheduler", search["scheduler"], SCHEDULERS, "scheduler"))
     if search["search_alg"] not in SEARCH_ALGS:
-        close = difflib.get_close_matches(str(search["search_alg"]), SEARCH_ALGS, n=1)
-        hint = f" Did you mean {close[0]}?" if close else ""
-        problems.append(
-            f"--tune.search_alg {search['search_alg']!r}: unknown search algorithm.{hint} Valid choices: "
-            + ", ".join(SEARCH_ALGS)
-        )
+        problems.append(_unknown_choice("search_alg", search["search_alg"], list(SEARCH_ALGS), "search algorithm"))
     elif (package := SEARCH_ALGS[search["search_alg"]]) and importlib.util.find_spec(package) is None:
         problems.append(
             f"--tune.search_alg {search['search_alg']}: the package {package!r} is not installed. Install it with "
@@ -236,6 +227,12 @@ def check_search(text: str, given: dict[str, Any]) -> str:
     search["name"] = search["name"] or time.strftime("tune-%Y%m%d-%H%M%S")  # saved: the config resumes the search
     config["search_space"] = space
     return yaml.safe_dump(config, sort_keys=False)
+
+
+def _unknown_choice(option: str, value: Any, choices: Sequence[str], what: str) -> str:
+    close = difflib.get_close_matches(str(value), choices, n=1)
+    hint = f" Did you mean {close[0]}?" if close else ""
+    return f"--tune.{option} {value!r}: unknown {what}.{hint} Valid choices: " + ", ".join(choices)
 
 
 def _searchable_keys(config: dict[str, Any]) -> list[str]:
