@@ -240,6 +240,20 @@ def test_submit_counts_what_links_point_to_and_refuses_links_out_of_the_folder(t
     assert "5 files, 3.0 MiB" in capsys.readouterr().err  # what the links point to is counted
 
 
+def test_help_lists_every_command_with_one_line_and_an_example():
+    done = subprocess.run([LIGHTRAY, "--help"], capture_output=True, text=True)
+    assert done.returncode == 0
+    lines = done.stdout.splitlines()
+    start = lines.index("commands:")
+    for name in ("fit", "validate", "test", "predict", "tune", "submit"):
+        (row,) = [i for i, line in enumerate(lines[start:], start) if line.split()[:1] == [name]]
+        assert len(lines[row].split()) > 2, lines[row]  # a description on the same line
+        assert lines[row + 1].strip().startswith(f"lightray {name} "), lines[row + 1]  # then an example
+    assert max(len(line) for line in lines) <= 120
+    bare = subprocess.run([LIGHTRAY], capture_output=True, text=True)
+    assert bare.returncode == 2 and "commands:" in bare.stderr
+
+
 def test_version():
     done = subprocess.run([LIGHTRAY, "--version"], capture_output=True, text=True)
     assert done.returncode == 0 and done.stdout.strip() == f"lightray {lightray.__version__}"

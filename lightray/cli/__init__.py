@@ -39,6 +39,34 @@ if TYPE_CHECKING:
     from jsonargparse import ArgumentParser
 
 STAGES = ("fit", "validate", "test", "predict")
+# `lightray --help`: each command, what it does, an example
+COMMANDS = [
+    ("fit", "train a model: Trainer.fit",
+     "lightray fit --model examples.digits.DigitsCNN --data examples.digits.DigitsData --trainer.max_epochs 5"),
+    ("validate", "one validation pass: Trainer.validate", "lightray validate --config run.yaml --ckpt_path last"),
+    ("test", "one test pass: Trainer.test", "lightray test --config run.yaml --ckpt_path best"),
+    ("predict", "predictions: Trainer.predict", "lightray predict --config run.yaml --ckpt_path last"),
+    ("tune", "a Ray Tune search of fit runs",
+     "lightray tune --config run.yaml --tune.metric val_loss --search_space.model.lr 'loguniform(1e-4, 1e-1)'"),
+    ("submit", "run a command as a Ray job (ray job submit), the upload guarded",
+     "lightray submit -- lightray fit --config run.yaml --trainer.num_workers 4"),
+]  # fmt: skip
+
+
+def help_text() -> str:
+    """The top-level help: a list of the commands, each with one line and an example."""
+    lines = ["usage: lightray <command> [options]    (lightray <command> --help: its options)", "", "commands:"]
+    for name, what, example in COMMANDS:
+        lines += [f"  {name:<9} {what}", f"            {example}"]
+    lines += [
+        "",
+        "Every command runs on the driver (a laptop, or a Ray job's entrypoint). Options follow LightningCLI:",
+        "--config files merge left to right, later options win, --print-config shows the resolved config.",
+        "lightray --version: the installed version.",
+    ]
+    return "\n".join(lines)
+
+
 # Trainer arguments that take Ray objects: the command line uses their shortcuts (num_workers, use_gpu, ...)
 _SKIPPED_TRAINER_ARGS = {"logger", "scaling_config", "run_config"}
 
@@ -51,6 +79,9 @@ def main(argv: list[str] | None = None) -> int:
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
     command = argv[0] if argv else ""
+    if command in ("", "-h", "--help"):
+        print(help_text(), file=sys.stdout if command else sys.stderr)
+        return 0 if command else 2
     if command in ("--version", "-V"):
         from lightray import __version__
 
