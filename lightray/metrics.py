@@ -47,7 +47,9 @@ LOG_DEFAULTS: dict[str, tuple[bool, bool, bool]] = {
 }  # fmt: skip
 
 _REDUCE = {"mean", "sum", "max", "min"}
-_REDUCE_ALIASES: dict[Any, str] = {torch.mean: "mean", torch.sum: "sum", torch.max: "max", torch.min: "min"}
+# Lightning's other spellings: the torch functions, Python's builtins, "avg" and any letter case
+_REDUCE_ALIASES: dict[Any, str] = {torch.mean: "mean", torch.sum: "sum", torch.max: "max", torch.min: "min",
+                                   sum: "sum", max: "max", min: "min", "avg": "mean"}  # fmt: skip
 
 
 def _is_torchmetric(value: Any) -> bool:
@@ -177,7 +179,8 @@ class MetricStore:
             raise MisconfigurationError(
                 f"`self.log({name!r}, on_step=True)` is not possible in `{fx}`; log it with on_step=False."
             )
-        reduce = _REDUCE_ALIASES.get(reduce_fx, reduce_fx)
+        key = reduce_fx.lower() if isinstance(reduce_fx, str) else reduce_fx
+        reduce = _REDUCE_ALIASES.get(key, key)
         if reduce not in _REDUCE:
             raise MisconfigurationError(
                 f"`self.log({name!r}, reduce_fx={reduce_fx!r})`: reduce_fx must be one of {sorted(_REDUCE)}."

@@ -475,3 +475,23 @@ def test_true_precisions_train_in_that_dtype_as_lightning(precision, dtype):
     for (name, a), b in zip(ours.state_dict().items(), theirs.state_dict().values()):
         assert a.dtype == dtype and torch.allclose(a.double(), b.double(), atol=1e-6), name
     assert our_loss == pytest.approx(their_loss, abs=1e-6)
+
+
+@pytest.mark.parametrize("reduce_fx", ["AVG", "Mean", sum, max, min, torch.sum])
+def test_reduce_fx_takes_lightnings_aliases(reduce_fx, quiet):
+    class Logs(BoringModel):
+        def validation_step(self, batch, batch_idx):
+            self.log("v", float(batch_idx + 1), reduce_fx=reduce_fx)
+
+    trainer = pl.Trainer(max_epochs=1, limit_train_batches=1, limit_val_batches=3, num_sanity_val_steps=0, **quiet)
+    trainer.fit(Logs())
+    name = getattr(reduce_fx, "__name__", str(reduce_fx)).lower()
+    expected = {"avg": 2.0, "mean": 2.0, "sum": 6.0, "max": 3.0, "min": 1.0}[name]
+    assert float(trainer.callback_metrics["v"]) == expected
+
+
+def test_every_logger_has_an_experiment(tmp_path):
+    csv = pl.loggers.CSVLogger(tmp_path)
+    assert csv.experiment is csv and callable(csv.experiment.log_metrics)
+    tensorboard = pl.loggers.TensorBoardLogger(tmp_path)
+    assert callable(tensorboard.experiment.add_image)  # what a GAN example calls

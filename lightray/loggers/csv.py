@@ -20,6 +20,11 @@ class CSVLogger(FolderLogger):
         self._columns: list[str] = []
         self._hparams: dict[str, Any] = {}
 
+    @property
+    def experiment(self) -> CSVLogger:
+        """The logger itself: it writes ``metrics.csv`` and ``hparams.yaml`` (``log_metrics``, ``save``)."""
+        return self
+
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
         row = {**metrics, "step": step}
         for key in row:
