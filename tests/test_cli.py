@@ -257,3 +257,45 @@ def test_help_lists_every_command_with_one_line_and_an_example():
 def test_version():
     done = subprocess.run([LIGHTRAY, "--version"], capture_output=True, text=True)
     assert done.returncode == 0 and done.stdout.strip() == f"lightray {lightray.__version__}"
+
+
+MAIN_SCRIPT = """
+import sys
+sys.path.insert(0, {tests!r})
+from cli_models import TinyData, TinyModel
+from lightray.cli import LightningCLI
+
+if __name__ == "__main__":
+    LightningCLI(TinyModel, TinyData, trainer_defaults={{"enable_progress_bar": False}})
+"""
+
+
+def test_lightning_cli_runs_a_scripts_own_main_with_its_classes_as_defaults(tmp_path):
+    script = tmp_path / "main.py"
+    script.write_text(MAIN_SCRIPT.format(tests=os.path.dirname(os.path.abspath(__file__))))
+    done = subprocess.run(
+        [sys.executable, str(script), "fit", "--trainer.max_epochs", "2", "--model.lr", "0.05",
+         "--trainer.default_root_dir", str(tmp_path)],
+        capture_output=True, text=True, timeout=120, cwd=tmp_path,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "`Trainer.fit` stopped: `max_epochs=2` reached." in done.stderr
+    saved = yaml.safe_load((tmp_path / "lightning_logs" / "version_0" / "config.yaml").read_text())
+    assert saved["model"]["class_path"] == "cli_models.TinyModel" and saved["model"]["init_args"]["lr"] == 0.05
+    assert saved["data"]["class_path"] == "cli_models.TinyData"
+    assert saved["trainer"]["enable_progress_bar"] is False  # trainer_defaults
+    missing = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    assert missing.returncode != 0 and "give a subcommand first: one of fit, validate, test, predict" in missing.stderr
+
+
+def test_lightning_cli_without_run_builds_the_trainer_model_and_data(tmp_path):
+    from cli_models import TinyData, TinyModel
+
+    from lightray.cli import LightningCLI
+
+    cli_ = LightningCLI(TinyModel, TinyData, run=False, args=["--model.hidden", "4", "--trainer.max_epochs", "1",
+                                                              "--trainer.default_root_dir", str(tmp_path)])  # fmt: skip
+    assert isinstance(cli_.model, TinyModel) and cli_.model.hparams.hidden == 4
+    assert isinstance(cli_.datamodule, TinyData) and cli_.trainer.max_epochs == 1
+    cli_.trainer.fit(cli_.model, datamodule=cli_.datamodule)
+    assert cli_.trainer.global_step > 0

@@ -92,6 +92,7 @@ CLAIMED = {
     "": ["Callback", "LightningDataModule", "LightningModule", "Trainer", "seed_everything"],
     "core": ["LightningDataModule", "LightningModule"],
     "core.optimizer": ["LightningOptimizer"],
+    "cli": ["LightningCLI"],
     "callbacks": ["BackboneFinetuning", "BaseFinetuning", "BasePredictionWriter", "GradientAccumulationScheduler",
                   "Callback", "Checkpoint", "EarlyStopping", "LearningRateMonitor", "ModelCheckpoint",
                   "ModelSummary", "OnExceptionCheckpoint", "ProgressBar", "TQDMProgressBar", "Timer"],

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from lightray.checkpoint import CheckpointError
 from lightray.cli.common import UsageError, listing, make_trainer
+from lightray.cli.lightning_cli import LightningCLI
 from lightray.cli.search_space import add_search_arguments, check_search, pop_search_space
 from lightray.core.datamodule import LightningDataModule
 from lightray.core.module import LightningModule
@@ -37,6 +38,8 @@ from lightray.errors import MisconfigurationError
 
 if TYPE_CHECKING:
     from jsonargparse import ArgumentParser
+
+__all__ = ["LightningCLI", "main", "run"]
 
 STAGES = ("fit", "validate", "test", "predict")
 # `lightray --help`: each command, what it does, an example
@@ -104,11 +107,12 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def run(argv: list[str]) -> Any:
+def run(argv: list[str], defaults: dict[str, Any] | None = None) -> Any:
     """Parse ``argv`` (``<stage> [options]``), build the Trainer, module and data, and run the stage. Driver.
 
     Returns what the stage returns (``validate``/``test`` metrics, ``predict`` outputs; for ``tune``, Ray's
     ``ResultGrid``); ``--print-config`` prints the resolved config and returns None without building anything.
+    ``defaults`` (dotted keys: ``{"trainer.max_epochs": 3}``) replace the parser's defaults, below every option.
     """
     from jsonargparse import ArgumentError
 
@@ -119,6 +123,8 @@ def run(argv: list[str]) -> Any:
     _check_config_files(argv)
     argv, search_space = pop_search_space(argv) if argv[:1] == ["tune"] else (argv, {})
     parser, stage_parsers = build_parser()
+    for stage_parser in stage_parsers.values():
+        stage_parser.set_defaults(defaults or {})
     try:
         config = parser.parse_args(argv)
     except ArgumentError as err:
