@@ -25,6 +25,10 @@ class Precision:
     def convert_module(self, module: torch.nn.Module) -> None:
         """Put the module's parameters and buffers in this precision's dtype (in place), before optimizers exist."""
 
+    def module_init_context(self) -> contextlib.AbstractContextManager:
+        """Where a module built under ``Trainer.init_module()`` gets its parameters' dtype."""
+        return self._no_context
+
     def convert_input(self, batch: Any) -> Any:
         """The batch with its floating-point tensors in this precision's dtype (before the batch-transfer hooks)."""
         return batch
@@ -105,6 +109,9 @@ class TruePrecision(Precision):
 
     def convert_module(self, module: torch.nn.Module) -> None:
         module.to(dtype=self.dtype)
+
+    def module_init_context(self) -> contextlib.AbstractContextManager:
+        return self.forward_context()
 
     def convert_input(self, batch: Any) -> Any:
         from lightray.utilities.apply_func import apply_to_tensors

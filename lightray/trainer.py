@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import os
 from collections.abc import Sequence
@@ -197,6 +198,11 @@ class Trainer(TrainerProperties):
         self.fit_loop = FitLoop(self)
 
     # ================================================================== entry points
+    def init_module(self, empty_init: bool | None = None) -> contextlib.AbstractContextManager:
+        """``with trainer.init_module(): model = LitModel()``: parameters created in the precision's dtype (a "true"
+        precision such as ``"bf16-true"``); they move to the device when the stage starts. Driver."""
+        return self.precision_plugin.module_init_context()
+
     def fit(
         self,
         model: LightningModule,

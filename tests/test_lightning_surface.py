@@ -496,3 +496,12 @@ def test_every_logger_has_an_experiment(tmp_path):
     assert csv.experiment is csv and callable(csv.experiment.log_metrics)
     tensorboard = pl.loggers.TensorBoardLogger(tmp_path)
     assert callable(tensorboard.experiment.add_image)  # what a GAN example calls
+
+
+@pytest.mark.parametrize("precision", ["64-true", "bf16-true", "32-true"])
+def test_init_module_creates_parameters_in_the_precisions_dtype_as_lightning(precision, quiet):
+    with pl.Trainer(precision=precision, **quiet).init_module():
+        ours = torch.nn.Linear(2, 2)
+    with lightning.Trainer(precision=precision, accelerator="cpu", logger=False).init_module():
+        theirs = torch.nn.Linear(2, 2)
+    assert ours.weight.dtype == theirs.weight.dtype and torch.get_default_dtype() == torch.float32

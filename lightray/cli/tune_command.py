@@ -145,6 +145,8 @@ def _search_alg(name: str, args: dict[str, Any]) -> Any:
     cls: type
     if name == "optuna":
         from ray.tune.search.optuna import OptunaSearch as cls
+
+        logging.getLogger("optuna").setLevel(logging.WARNING)  # "A new study created in memory" would open the search
     elif name == "hyperopt":
         from ray.tune.search.hyperopt import HyperOptSearch as cls
     elif args:
