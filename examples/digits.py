@@ -95,6 +95,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         fast_dev_run=args.fast_dev_run,
         default_root_dir=args.default_root_dir,
         num_workers=args.num_workers,
+        log_every_n_steps=5,  # an epoch is 23 steps (12 per worker on 2 workers): log a few points per epoch
     )
     model = DigitsCNN(lr=args.lr)
     trainer.fit(model, datamodule=DigitsData(batch_size=args.batch_size))

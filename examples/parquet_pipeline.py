@@ -20,16 +20,22 @@ import pyarrow.parquet as pq
 import ray
 import ray.data
 import torch
-from digits import DigitsCNN  # the demo's model, unchanged
+
+try:  # run as a script (python examples/parquet_pipeline.py), or imported as examples.parquet_pipeline
+    from digits import DigitsCNN  # the demo's model, unchanged
+except ImportError:
+    from examples.digits import DigitsCNN
 
 import lightray as pl
 from lightray.data import RayDataLoader
 
 
 def write_parquet(folder: str, files: int = 4) -> dict[str, str]:
-    """The digits as parquet: raw 0..16 pixel values and labels, 80/20 into train/ and val/."""
+    """The digits as parquet: raw 0..16 pixel values and labels, 80/20 into train/ and val/ (absolute paths: Ray Data
+    reads them in other processes, whose working folder is not this one)."""
     from sklearn.datasets import load_digits
 
+    folder = os.path.abspath(folder)
     digits = load_digits()
     order = np.random.default_rng(0).permutation(len(digits.target))
     n_val = len(order) // 5

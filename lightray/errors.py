@@ -10,3 +10,11 @@ class MisconfigurationError(ValueError):
 
 class PossibleUserWarning(UserWarning):
     """A warning about something that is probably, not certainly, a mistake (Lightning's name)."""
+
+
+def add_note(error: BaseException, note: str) -> None:
+    """``error.add_note(note)`` (Python 3.11+: shown under the traceback); on 3.10 the note is kept in ``__notes__``."""
+    if hasattr(error, "add_note"):
+        error.add_note(note)
+    else:
+        error.__notes__ = [*getattr(error, "__notes__", ()), note]  # type: ignore[attr-defined]

@@ -245,7 +245,7 @@ def test_help_lists_every_command_with_one_line_and_an_example():
     assert done.returncode == 0
     lines = done.stdout.splitlines()
     start = lines.index("commands:")
-    for name in ("fit", "validate", "test", "predict", "tune", "submit"):
+    for name in ("fit", "validate", "test", "predict", "tune", "submit", "plot"):
         (row,) = [i for i, line in enumerate(lines[start:], start) if line.split()[:1] == [name]]
         assert len(lines[row].split()) > 2, lines[row]  # a description on the same line
         assert lines[row + 1].strip().startswith(f"lightray {name} "), lines[row + 1]  # then an example

@@ -16,6 +16,7 @@ OPTIONAL = {
     "tensorboardX": "TensorBoardLogger: tensorboard or tensorboardX",
     "tensorboard": "TensorBoardLogger: tensorboard or tensorboardX",
     "mlflow": "MLFlowLogger: mlflow or mlflow-skinny",
+    "matplotlib": "lightray plot: the viz extra",
 }
 
 

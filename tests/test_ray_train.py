@@ -81,8 +81,12 @@ def test_two_worker_ddp_fit(tmp_path):
 
 
 def test_user_exception_reaches_the_driver(tmp_path):
-    with pytest.raises(ValueError, match="bad batch on rank 1"):
+    with pytest.raises(ValueError, match="bad batch on rank 1") as raised:
         fit(tmp_path, "fails", model=Regression(fail_on_rank=1))
+    notes = "\n".join(raised.value.__notes__)
+    # shown once: the worker's own frames down to the user's line, and where every rank's output is
+    assert notes.count("Traceback on Ray Train worker rank 1") == 1 and "in training_step" in notes
+    assert raised.value.__cause__ is None and str(tmp_path / "runs" / "fails" / "worker_logs") in notes
 
 
 def test_sigkilled_worker_resumes_to_identical_weights(tmp_path):
@@ -251,3 +255,35 @@ def test_workers_killed_at_random_steps_several_times_end_with_the_uninterrupted
     assert trainer.global_step == 16, kills
     for key, value in reference.state_dict().items():
         assert torch.equal(resumed.state_dict()[key], value), (key, kills)
+
+
+def test_what_a_person_sees_on_two_workers(tmp_path):
+    """A 2-worker run in a terminal: a live bar, rank 0's own lines above it, no Ray chatter, nothing after the
+    result; every rank's output in its log file."""
+    import re
+    import shlex
+    import sys
+
+    from test_display import screen_of
+
+    program = os.path.join(os.path.dirname(__file__), "display_program.py")
+    env = {**os.environ, "RAY_ADDRESS": ray.get_runtime_context().gcs_address}
+    command = " ".join(shlex.quote(part) for part in (sys.executable, program, str(tmp_path / "run"), "2"))
+    screen = screen_of(command, tmp_path, env)
+
+    updates = [i for i, line in enumerate(screen) if re.match(r"Epoch \d+:\s+\d+%", line)]
+    for epoch in (0, 1):
+        positions = {re.search(r"(\d+)/24", line).group(1) for line in screen if line.startswith(f"Epoch {epoch}:")}
+        assert len(positions) >= 5, (epoch, positions)  # a live bar, not 0% then 100%
+    between = screen[updates[0] : updates[-1]]
+    ray_lines = [line for line in between if re.search(r"\(pid=|\w+ pid=\d+\)|core_worker|raylet|gcs_|\bINFO\b", line)]
+    assert not ray_lines, ray_lines
+    assert screen[-1].startswith("RESULT "), screen[-8:]  # nothing after the result
+    assert "hello from rank 0" in screen and "hello from rank 1" not in screen
+    assert any("a warning from rank 0" in line for line in screen)
+    assert "`Trainer.fit` stopped: `max_epochs=2` reached." in screen
+    assert any(line.startswith("lightray: fit finished at epoch 2, step 48") for line in screen)
+    folder = next(line.split(None, 2)[2] for line in screen if line.startswith("worker logs"))
+    with open(os.path.join(folder, "rank_1.log")) as rank1, open(os.path.join(folder, "rank_0.log")) as rank0:
+        assert "hello from rank 1" in rank1.read() and "a warning from rank 0" in rank0.read()
+    assert screen[0].startswith("lightray: connecting to the Ray cluster")

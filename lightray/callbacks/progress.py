@@ -60,6 +60,12 @@ class TqdmRenderer:
         if bar is not None:
             bar.close()
 
+    def write(self, stream: str, text: str) -> None:
+        """Print ``text`` (lines from a Ray worker) above the bars, which are drawn again below it."""
+        from tqdm.auto import tqdm
+
+        tqdm.write(text.rstrip("\n"), file=getattr(sys, stream))
+
 
 class LineRenderer:
     """For logs and CI: a line per ``every_n_steps`` training batches and one at each stage's end."""
@@ -84,6 +90,9 @@ class LineRenderer:
         if stage in self.state:
             self._print(stage)
             del self.state[stage]
+
+    def write(self, stream: str, text: str) -> None:
+        print(text, end="", file=self.stream or getattr(sys, stream), flush=True)
 
     def _print(self, stage: str) -> None:
         description, total, started, n, metrics = self.state[stage]

@@ -46,13 +46,16 @@ STAGES = ("fit", "validate", "test", "predict")
 COMMANDS = [
     ("fit", "train a model: Trainer.fit",
      "lightray fit --model examples.digits.DigitsCNN --data examples.digits.DigitsData --trainer.max_epochs 5"),
-    ("validate", "one validation pass: Trainer.validate", "lightray validate --config run.yaml --ckpt_path last"),
+    ("validate", "one validation pass: Trainer.validate",
+     "lightray validate --config lightning_logs/version_0/config.yaml --ckpt_path last"),
     ("test", "one test pass: Trainer.test", "lightray test --config run.yaml --ckpt_path best"),
     ("predict", "predictions: Trainer.predict", "lightray predict --config run.yaml --ckpt_path last"),
     ("tune", "a Ray Tune search of fit runs",
      "lightray tune --config run.yaml --tune.metric val_loss --search_space.model.lr 'loguniform(1e-4, 1e-1)'"),
     ("submit", "run a command as a Ray job (ray job submit), the upload guarded",
-     "lightray submit -- lightray fit --config run.yaml --trainer.num_workers 4"),
+     "lightray submit -- lightray fit --config examples/configs/digits.yaml --trainer.num_workers 4"),
+    ("plot", "a PNG of a run's learning curves (metrics.csv; needs matplotlib)",
+     "lightray plot lightning_logs/version_0"),
 ]  # fmt: skip
 
 
@@ -95,6 +98,10 @@ def main(argv: list[str] | None = None) -> int:
             from lightray.jobs import submit_main
 
             return submit_main(argv[1:])
+        if command == "plot":
+            from lightray.cli.plot_command import plot_main
+
+            return plot_main(argv[1:])
         run(argv)
     except (UsageError, MisconfigurationError, CheckpointError) as err:
         print(f"{' '.join(['lightray', command]).strip()}: error: {err}", file=sys.stderr)

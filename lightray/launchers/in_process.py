@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import torch
 
 from lightray import storage
+from lightray.run_summary import summary
 from lightray.states import TrainerFn
 from lightray.tune import trial as tune_trial
+from lightray.utilities.rank_zero import rank_zero_info
 
 if TYPE_CHECKING:
     from lightray.ray_backend.options import RayOptions
@@ -26,6 +29,7 @@ class InProcessLauncher:
     def launch(self, trainer: Trainer, fn: TrainerFn, run: Callable[[], Any]) -> Any:
         if fn == TrainerFn.FITTING:
             tune_trial.match_workers(self.options)  # a Tune trial that counted workers must not train here
+        started = time.monotonic()
         try:
             with torch.autograd.detect_anomaly() if trainer.detect_anomaly else contextlib.nullcontext():
                 result = run()
@@ -43,4 +47,6 @@ class InProcessLauncher:
             trainer.results.current_fx = None
         for logger in trainer.loggers:
             logger.finalize("success")
+        if trainer.is_global_zero:
+            rank_zero_info(summary(trainer, fn, time.monotonic() - started))
         return result

@@ -12,6 +12,7 @@ per run, or per Tune trial).
 from __future__ import annotations
 
 import pickle
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -79,9 +80,12 @@ class ChannelRenderer:
         self._sent = 0.0
 
     def _add(self, event: tuple, flush: bool) -> None:
+        from lightray.ray_backend.output import sync_output
+
         self._buffer.append(event)
         now = time.monotonic()
         if flush or now - self._sent >= self.interval:
+            sync_output()  # what rank 0 printed before this event shows before it
             self.channel.progress.remote(self._buffer)
             self._buffer, self._sent = [], now
 
@@ -151,6 +155,13 @@ class ProgressRelay:
                     self.channel.call_done.remote(key)
             elif event[0] == "started":  # rank 0's train function began
                 self.started.set()
+            elif event[0] == "print":  # rank 0's output, above the bar
+                _, stream, text = event
+                write = getattr(self.renderer, "write", None)
+                if write is not None:
+                    write(stream, text)
+                else:
+                    print(text, end="", file=getattr(sys, stream), flush=True)
             else:
                 kind, stage, *args = event
                 getattr(self.renderer, kind)(stage, *args)

@@ -7,6 +7,7 @@ import os
 import time
 from typing import TYPE_CHECKING, Any
 
+from lightray import storage
 from lightray.errors import MisconfigurationError
 from lightray.ray_backend.placement import RESERVED_CPUS
 
@@ -39,7 +40,9 @@ def ray_configs(
         )
     run = options.run_config
     if run is None:
-        storage_path = options.storage_path or os.path.join(os.path.abspath(default_root_dir), "ray_results")
+        storage_path = options.storage_path or os.path.join(default_root_dir, "ray_results")
+        if not storage.is_remote(storage_path):  # relative to the driver's folder (workers run in Ray's session folder)
+            storage_path = os.path.abspath(storage_path)
         run = ray.train.RunConfig(  # type: ignore[call-arg]  # (mypy sees Ray Train v1 stubs)
             name=options.name or time.strftime("lightray-%Y%m%d-%H%M%S"),
             storage_path=storage_path,

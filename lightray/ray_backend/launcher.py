@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from lightray.errors import MisconfigurationError
+from lightray.errors import MisconfigurationError, add_note
+from lightray.ray_backend.worker import WORKER_TRACEBACK
 from lightray.states import TrainerFn
 
 if TYPE_CHECKING:
@@ -39,6 +41,7 @@ class RayLauncher:
         from lightray.callbacks.progress import ProgressBar, default_renderer
         from lightray.ray_backend.channel import ChannelRenderer, DriverChannel, ProgressRelay, receive_result
         from lightray.ray_backend.config import ray_configs
+        from lightray.ray_backend.output import log_folder, show_all
         from lightray.ray_backend.placement import check_fits, check_room_for_ray_data, worker_resources
         from lightray.ray_backend.watchdog import Watchdog
         from lightray.ray_backend.worker import StageRequest, train_fn
@@ -48,7 +51,7 @@ class RayLauncher:
         options = tune_trial.match_workers(self.options) if fn == TrainerFn.FITTING else self.options
         _quiet_ray_defaults()
         if not ray.is_initialized():
-            ray.init(logging_config=ray.LoggingConfig(log_level="WARNING"), logging_level=logging.WARNING)
+            _start_ray()
         scaling, run_config = ray_configs(options, trainer.default_root_dir, trainer.checkpoint_callback)
         check_fits(scaling)
         if _feeds_ray_data(trainer.data_sources.given):  # a datamodule's Ray datasets are checked on the workers
@@ -82,6 +85,13 @@ class RayLauncher:
             stage_kwargs={"verbose": False} if fn in (TrainerFn.VALIDATING, TrainerFn.TESTING) else {},
         )
         _check_picklable(request)
+        logs = log_folder(run_dir)
+        output = (
+            "every rank's output prints here through Ray (LIGHTRAY_RAY_OUTPUT=all)"
+            if show_all()
+            else f"rank 0's output shows here, every rank's goes to {logs or 'Ray worker logs'}"
+        )
+        say(f"{fn.value}: starting {_describe_workers(scaling)}; {output}")
         ray_trainer = TorchTrainer(train_fn, train_loop_config={"request": request}, scaling_config=scaling,
                                    run_config=run_config)  # fmt: skip
         try:
@@ -89,7 +99,7 @@ class RayLauncher:
             with relay, Watchdog(relay.started):
                 ray_trainer.fit()
         except ray.train.TrainingFailedError as err:
-            _reraise_worker_error(err, options.max_failures if options.run_config is None else None)
+            _reraise_worker_error(err, options.max_failures if options.run_config is None else None, logs)
         finally:
             if bar is not None:
                 bar.renderer = local_renderer
@@ -99,6 +109,46 @@ class RayLauncher:
             raise RuntimeError("The Ray workers finished without sending their results back; see the worker logs.")
         trainer.logged_metrics_history = history
         return _apply_result(trainer, result)
+
+
+def say(message: str) -> None:
+    """A line from lightray on the driver's stderr: what the run is doing while nothing else shows."""
+    print(f"lightray: {message}", file=sys.stderr, flush=True)
+
+
+class _TokenNotice(logging.Filter):
+    """Drops Ray's notice that it turned token authentication on; ``_start_ray`` says it in its own line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Token authentication is enabled for this Ray cluster" not in record.getMessage()
+
+
+def _start_ray() -> None:
+    """Start (or, with ``RAY_ADDRESS``, join) Ray for this driver. Unless ``LIGHTRAY_RAY_OUTPUT=all``, Ray's own
+    processes print nothing here (``log_to_driver=False``): the workers' output comes through the driver channel."""
+    import ray
+
+    from lightray.ray_backend.output import show_all
+
+    address = os.environ.get("RAY_ADDRESS")
+    say(f"connecting to the Ray cluster at {address}" if address else "starting a local Ray cluster")
+    notice, token_filter = logging.getLogger("ray._private.authentication.authentication_token_setup"), _TokenNotice()
+    notice.addFilter(token_filter)
+    try:
+        ray.init(logging_config=ray.LoggingConfig(log_level="WARNING"), logging_level=logging.WARNING,
+                 log_to_driver=show_all())  # fmt: skip
+    finally:
+        notice.removeFilter(token_filter)
+    auth = os.environ.get("RAY_AUTH_MODE", "token" if not address else "")
+    resources = {k: v for k, v in ray.cluster_resources().items() if k in ("CPU", "GPU")}
+    say(f"Ray is ready: {resources}" + ("; token authentication on (RAY_AUTH_MODE=disabled turns it off)"
+                                        if auth == "token" else ""))  # fmt: skip
+
+
+def _describe_workers(scaling: Any) -> str:
+    count = scaling.num_workers if isinstance(scaling.num_workers, int) else "{}-{}".format(*scaling.num_workers)
+    each = ", ".join(f"{v:g} {k}" for k, v in sorted(dict(scaling.resources_per_worker or {}).items()))
+    return f"{count} Ray Train worker{'s' if count != 1 else ''}" + (f" ({each} each)" if each else "")
 
 
 def _threads(scaling: Any) -> int:
@@ -201,9 +251,11 @@ class WorkerDiedError(RuntimeError):
 _COLLATERAL = ("Connection reset by peer", "Connection closed by peer", "gloo", "NCCL communicator was aborted")
 
 
-def _reraise_worker_error(err: Exception, max_failures: int | None) -> None:
+def _reraise_worker_error(err: Exception, max_failures: int | None, logs: str | None = None) -> None:
     """Raise what went wrong on the workers: the worker that died (no Python error: a signal, the out-of-memory
-    killer), or else the user's own exception from the lowest rank, with its remote traceback."""
+    killer), or else the user's own exception from the lowest rank, with its remote traceback and where every
+    rank's output is (``logs``)."""
+    where = f"every rank's output is in {logs}" if logs else "every rank's output is in Ray's worker logs"
     failures = getattr(err, "worker_failures", None) or {}
     died = {
         rank: f
@@ -220,7 +272,7 @@ def _reraise_worker_error(err: Exception, max_failures: int | None) -> None:
         )
         raise WorkerDiedError(
             f"Ray Train worker rank {rank} died: its process ended without a Python error (killed by a signal such "
-            f"as SIGKILL, or by the out-of-memory killer; its log under Ray's session folder says which), and "
+            f"as SIGKILL, or by the out-of-memory killer; its log under Ray's session folder says which; {where}), and "
             f"{spent}. Ray reported: {type(died[rank]).__name__}: {first}. Raise max_failures to retry more, and "
             "check the node's memory if it was the OOM killer."
         ) from err
@@ -230,8 +282,9 @@ def _reraise_worker_error(err: Exception, max_failures: int | None) -> None:
         cause = getattr(failure, "cause", None)  # a RayTaskError wraps the original exception
         original = cause if isinstance(cause, BaseException) else failure
         if isinstance(original, BaseException):
-            note = f"(raised on Ray Train worker rank {rank}; its traceback:)\n{failure}"
-            if hasattr(original, "add_note"):
-                original.add_note(note)
+            if any(WORKER_TRACEBACK in note for note in getattr(original, "__notes__", ())):
+                add_note(original, f"({where})")
+                raise original from None  # the worker's own traceback is in its note: Ray's copy would repeat it
+            add_note(original, f"(raised on Ray Train worker rank {rank}; {where}; its traceback:)\n{failure}")
             raise original from err
     raise err

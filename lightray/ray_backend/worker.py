@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+import traceback
 import warnings
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -12,6 +13,8 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from lightray.checkpoint import CHECKPOINT_FILE
+from lightray.errors import add_note
+from lightray.ray_backend.output import captured, log_folder, sync_output
 
 if TYPE_CHECKING:
     from lightray.trainer import Trainer
@@ -37,25 +40,41 @@ class StageRequest:
     stage_kwargs: dict[str, Any] = field(default_factory=dict)
 
 
+WORKER_TRACEBACK = "Traceback on Ray Train worker"
+
+
 def train_fn(config: dict[str, Any]) -> None:
     """The function each Ray Train worker runs (on every worker)."""
+    import ray.train
+
+    request: StageRequest = config["request"]
+    rank = ray.train.get_context().get_world_rank()
+    # each rank's output to its log file; rank 0's also to the driver's display, in order with the progress
+    with captured(log_folder(request.run_dir), rank, request.channel if rank == 0 else None) as output:
+        # Ray raises worker processes' root logger to INFO, which prints every ``ray.train.report`` call;
+        # user code on a worker logs as in any Python process (WARNING and above).
+        logging.getLogger().setLevel(logging.WARNING)
+        # lightray's INFO lines ("`Trainer.fit` stopped: ...") reach the driver before its result when the output
+        # goes through the channel; printed by Ray, they would come after it
+        logging.getLogger("lightray").setLevel(logging.INFO if output is not None else logging.WARNING)
+        try:
+            _run_stage(request, rank == 0)
+        except Exception as err:  # the driver raises it again: give it the frames it went through here
+            frames = "".join(traceback.format_tb(err.__traceback__))
+            add_note(err, f"{WORKER_TRACEBACK} rank {rank} (most recent call last):\n{frames.rstrip()}")
+            raise
+
+
+def _run_stage(request: StageRequest, rank0: bool) -> None:
     import ray.train
 
     from lightray.ray_backend.channel import send_result, set_driver_channel
     from lightray.ray_backend.history import HistoryLogger
     from lightray.seed import seed_everything
 
-    request: StageRequest = config["request"]
-    # Ray raises worker processes' root logger to INFO, which prints every ``ray.train.report`` call;
-    # user code on a worker logs as in any Python process (WARNING and above).
-    logging.getLogger().setLevel(logging.WARNING)
-    # lightray's INFO lines ("`Trainer.fit` stopped: ...") are for a local terminal; Ray would forward them from
-    # the workers to the driver's output after its result
-    logging.getLogger("lightray").setLevel(logging.WARNING)
     torch.set_num_threads(request.threads)
     if request.seed is not None:
         seed_everything(request.seed)
-    rank0 = ray.train.get_context().get_world_rank() == 0
     if rank0:
         request.channel.progress.remote([("started",)])  # stops the driver's watchdog
     trainer = _worker_trainer(request, rank0)
@@ -80,6 +99,7 @@ def train_fn(config: dict[str, Any]) -> None:
             _set_aside_unregistered(request.run_dir, -1)
         output = run(request.module, ckpt_path=request.ckpt_path, **stage_args)
     if rank0:
+        sync_output()  # the stage's last lines reach the driver before its result
         send_result(request.channel, stage_result(trainer, output))
 
 
