@@ -18,3 +18,8 @@ def add_note(error: BaseException, note: str) -> None:
         error.add_note(note)
     else:
         error.__notes__ = [*getattr(error, "__notes__", ()), note]  # type: ignore[attr-defined]
+
+
+class TunerExit(Exception):
+    """Raised by ``LearningRateFinder``/``BatchSizeFinder`` when ``lightray.tuner.Tuner`` drives them: the search
+    ran in ``on_fit_start`` and the fit that carried it ends there (teardown hooks, no training)."""

@@ -18,6 +18,8 @@ if TYPE_CHECKING:
 
 def summary(trainer: Trainer, fn: TrainerFn, seconds: float) -> str:
     """What a finished stage did and where it put things: logs (and their files), checkpoints, the run folder."""
+    if fn == TrainerFn.FITTING and trainer.fit_loop.ended_by_tuner:
+        return ""  # the Tuner reports its own result
     position = f" at epoch {trainer.current_epoch}, step {trainer.global_step}" if fn == TrainerFn.FITTING else ""
     lines = [f"lightray: {fn.value} finished{position} in {_duration(seconds)}"]
     for logger in trainer.loggers:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -80,6 +82,16 @@ def restore_rng_states(states: dict[str, Any]) -> None:
     random.setstate((version, tuple(internal), gauss))
     if "torch.cuda" in states and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(states["torch.cuda"])
+
+
+@contextlib.contextmanager
+def isolated_rng() -> Iterator[None]:
+    """Every RNG as it was before the block, whatever the block drew (Lightning's ``isolate_rng``)."""
+    states = collect_rng_states()
+    try:
+        yield
+    finally:
+        restore_rng_states(states)
 
 
 def _python_state_to_safe(state: tuple) -> list:

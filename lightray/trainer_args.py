@@ -3,6 +3,7 @@ strategy, default callbacks and loggers. Run on the driver when a Trainer is bui
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import warnings
 from collections.abc import Sequence
@@ -14,6 +15,7 @@ from lightray.errors import MisconfigurationError
 from lightray.precision import PRECISIONS
 from lightray.strategies import Strategy
 from lightray.strategies.ddp import strategy_problem
+from lightray.utilities.rank_zero import rank_zero_info
 
 if TYPE_CHECKING:
     from lightray.callbacks.callback import Callback
@@ -309,7 +311,23 @@ def make_loggers(logger: Any, root_dir: str) -> list[Any]:
     if logger is False or logger is None:
         return []
     if logger is True:
-        from lightray.loggers import CSVLogger
-
-        return [CSVLogger(root_dir)]
+        return [default_logger(root_dir)]
     return list(logger) if isinstance(logger, Sequence) else [logger]
+
+
+def default_logger(root_dir: str) -> Any:
+    """Lightning's rule: TensorBoardLogger when ``tensorboard`` or ``tensorboardX`` is installed, else CSVLogger."""
+    from lightray.loggers import CSVLogger, TensorBoardLogger
+
+    if importlib.util.find_spec("tensorboard") or importlib.util.find_spec("tensorboardX"):
+        return TensorBoardLogger(root_dir)
+    if not _csv_default_said:
+        _csv_default_said.append(True)
+        rank_zero_info(
+            "lightray: logging to CSV (metrics.csv): TensorBoard is the default logger when `tensorboard` or "
+            "`tensorboardX` is installed (pip install 'lightray[viz]'), as in Lightning."
+        )
+    return CSVLogger(root_dir)
+
+
+_csv_default_said: list[bool] = []  # said once per process

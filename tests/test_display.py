@@ -44,7 +44,10 @@ def test_the_local_digits_demo_in_a_terminal(tmp_path):
     assert "`Trainer.fit` stopped: `max_epochs=2` reached." in screen
     summary = screen[screen.index("`Trainer.fit` stopped: `max_epochs=2` reached.") + 1 :]
     assert summary[0].startswith("lightray: fit finished at epoch 2, step 46 in")
-    assert summary[1] == f"logs         {tmp_path}/lightning_logs/version_0 (checkpoints, hparams.yaml, metrics.csv)"
+    # TensorBoard's event file: the default logger when tensorboard is installed (the dev extra), as in Lightning
+    events = r"events\.out\.tfevents\.[\w.]+"
+    assert re.fullmatch(rf"logs {{9}}{tmp_path}/lightning_logs/version_0 \(checkpoints, {events}, hparams\.yaml\)",
+                        summary[1]), summary[1]  # fmt: skip
     assert summary[2] == f"checkpoint   {tmp_path}/lightning_logs/version_0/checkpoints/epoch=1-step=46.ckpt"
     assert screen[-1].startswith("validation accuracy: ")
     assert not [line for line in screen if "Warning" in line]  # a clean run warns about nothing
@@ -65,7 +68,7 @@ def test_a_finished_fit_says_where_its_results_went(tmp_path, caplog):
     assert messages[0] == "`Trainer.fit` stopped: `max_epochs=2` reached."
     lines = messages[1].splitlines()
     assert lines[0].startswith("lightray: fit finished at epoch 2, step 8 in ")
-    assert lines[1] == f"  logs         {trainer.log_dir} (checkpoints, metrics.csv)"
+    assert re.fullmatch(rf"  logs {{9}}{trainer.log_dir} \(checkpoints, events\.out\.tfevents\.[\w.]+\)", lines[1])
     score = float(checkpoint.best_model_score)
     assert lines[2] == f"  best         {checkpoint.best_model_path} (val_loss={score:.4g})"
     assert lines[3] == f"  last         {checkpoint.last_model_path}" and len(lines) == 4
@@ -145,11 +148,13 @@ class Curves(BoringModel):
         self.log("val_acc", torch.sigmoid(-loss))
 
 
-def test_lightray_plot_draws_the_learning_curves(tmp_path):
+@pytest.mark.parametrize("logger", ["default", "csv"])
+def test_lightray_plot_draws_the_learning_curves(logger, tmp_path):
     from PIL import Image
 
+    chosen = pl.loggers.CSVLogger(tmp_path) if logger == "csv" else True  # default: TensorBoard's event files
     trainer = pl.Trainer(default_root_dir=tmp_path, max_epochs=3, log_every_n_steps=4, enable_progress_bar=False,
-                         enable_model_summary=False)  # fmt: skip
+                         enable_model_summary=False, logger=chosen)  # fmt: skip
     trainer.fit(Curves())
     done = subprocess.run([os.path.join(os.path.dirname(sys.executable), "lightray"), "plot", str(tmp_path)],
                           capture_output=True, text=True)  # fmt: skip
@@ -160,9 +165,11 @@ def test_lightray_plot_draws_the_learning_curves(tmp_path):
         assert image.format == "PNG" and image.size == (800, 600)
     assert os.path.getsize(png) > 20_000  # curves drawn, not an empty canvas
 
-    from lightray.loggers.plot import read_metrics
+    from lightray.loggers.plot import find_metrics_file, read_metrics
 
-    series = read_metrics(os.path.join(trainer.log_dir, "metrics.csv"))
+    metrics_file = find_metrics_file(trainer.log_dir)
+    assert os.path.basename(metrics_file).startswith("metrics.csv" if logger == "csv" else "events.out.tfevents.")
+    series = read_metrics(metrics_file)
     assert [step for step, _ in series["val_loss"]] == [31.0, 63.0, 95.0]  # validation at each epoch's last step
     assert len(series["train_loss"]) == 24  # every 4th of 96 steps
 
@@ -170,4 +177,5 @@ def test_lightray_plot_draws_the_learning_curves(tmp_path):
 def test_lightray_plot_without_metrics_says_what_it_needs(tmp_path):
     done = subprocess.run([os.path.join(os.path.dirname(sys.executable), "lightray"), "plot", str(tmp_path)],
                           capture_output=True, text=True)  # fmt: skip
-    assert done.returncode == 2 and "No metrics.csv in" in done.stderr and "CSVLogger" in done.stderr
+    assert done.returncode == 2 and "No metrics.csv or TensorBoard event file in" in done.stderr
+    assert "lightning_logs/version_N/; give that folder" in done.stderr

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 import torch
+from lightning_example_programs import EXAMPLE_PROGRAMS
 from lightning_programs import PROGRAMS
 
 import lightray
@@ -79,10 +80,13 @@ def differences(ours: Any, theirs: Any, where: str, found: list[str]) -> list[st
     return found
 
 
-@pytest.mark.parametrize("program", list(PROGRAMS))
+ALL_PROGRAMS = {**PROGRAMS, **EXAMPLE_PROGRAMS}
+
+
+@pytest.mark.parametrize("program", list(ALL_PROGRAMS))
 def test_same_results_as_lightning(program: str, tmp_path: Path) -> None:
-    theirs = PROGRAMS[program](pl, tmp_path / "lightning")
-    ours = PROGRAMS[program](lightray, tmp_path / "lightray")
+    theirs = ALL_PROGRAMS[program](pl, tmp_path / "lightning")
+    ours = ALL_PROGRAMS[program](lightray, tmp_path / "lightray")
     assert len(theirs["losses"]) > 0
 
     found: list[str] = []

@@ -213,14 +213,35 @@ def test_log_every_n_steps_reaches_loggers(quiet):
     assert all("epoch" in keys for _, keys in recorder.records)
 
 
-def test_csv_logger_is_the_default(tmp_path):
+def test_default_logger_is_tensorboard_when_installed_as_in_lightning(tmp_path):
+    pytest.importorskip("tensorboard", reason="the dev extra installs tensorboard")
+    from lightray.loggers.plot import read_metrics
+
+    trainer = pl.Trainer(max_epochs=1, default_root_dir=tmp_path, log_every_n_steps=5, enable_progress_bar=False)
+    assert [type(logger).__name__ for logger in trainer.loggers] == ["TensorBoardLogger"]
+    trainer.fit(BoringModel())
+    log_dir = tmp_path / "lightning_logs" / "version_0"
+    (events,) = log_dir.glob("events.out.tfevents.*")  # one event file, as Lightning writes
+    assert [step for step, _ in read_metrics(str(events))["train_loss"]] == [4, 9, 14, 19, 24, 29]
+
+
+def test_csv_logger_is_the_default_without_tensorboard(tmp_path, monkeypatch, caplog):
+    import importlib.util
+
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if "tensorboard" in name.lower()
+                        else find_spec(name, *a))  # fmt: skip
+    monkeypatch.setattr(pl.trainer_args, "_csv_default_said", [])
+
     class WithHparams(BoringModel):
         def __init__(self, size=32):
             super().__init__(size)
             self.save_hyperparameters()
 
     model = WithHparams()
-    trainer = pl.Trainer(max_epochs=1, default_root_dir=tmp_path, log_every_n_steps=5, enable_progress_bar=False)
+    with caplog.at_level("INFO", logger="lightray"):
+        trainer = pl.Trainer(max_epochs=1, default_root_dir=tmp_path, log_every_n_steps=5, enable_progress_bar=False)
+    assert "TensorBoard is the default logger when `tensorboard` or `tensorboardX` is installed" in caplog.text
     trainer.fit(model)
     log_dir = tmp_path / "lightning_logs" / "version_0"
     assert trainer.log_dir == str(log_dir)

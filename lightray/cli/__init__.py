@@ -37,7 +37,11 @@ from lightray.core.module import LightningModule
 from lightray.errors import MisconfigurationError
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from jsonargparse import ArgumentParser
+
+    from lightray.callbacks.callback import Callback
 
 __all__ = ["LightningCLI", "main", "run"]
 
@@ -114,12 +118,18 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def run(argv: list[str], defaults: dict[str, Any] | None = None) -> Any:
+def run(
+    argv: list[str],
+    defaults: dict[str, Any] | None = None,
+    save: dict[str, Any] | None = None,
+    callbacks: Sequence[Callback] = (),
+) -> Any:
     """Parse ``argv`` (``<stage> [options]``), build the Trainer, module and data, and run the stage. Driver.
 
     Returns what the stage returns (``validate``/``test`` metrics, ``predict`` outputs; for ``tune``, Ray's
     ``ResultGrid``); ``--print-config`` prints the resolved config and returns None without building anything.
-    ``defaults`` (dotted keys: ``{"trainer.max_epochs": 3}``) replace the parser's defaults, below every option.
+    ``defaults`` (dotted keys: ``{"trainer.max_epochs": 3}``) replace the parser's defaults, below every option;
+    ``save`` holds the saved config's options (see ``make_trainer``), ``callbacks`` join the config's.
     """
     from jsonargparse import ArgumentError
 
@@ -156,7 +166,7 @@ def run(argv: list[str], defaults: dict[str, Any] | None = None) -> Any:
 
         seed_everything(int(seed))
     objects = stage_parsers[stage].instantiate(stage_config)
-    trainer = make_trainer(objects.trainer, text)
+    trainer = make_trainer(objects.trainer, text, *callbacks, save=save)
     kwargs: dict[str, Any] = {"datamodule": objects.data, "ckpt_path": objects.ckpt_path}
     return getattr(trainer, stage)(objects.model, **kwargs)
 

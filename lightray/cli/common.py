@@ -24,14 +24,16 @@ def listing(problems: list[str]) -> str:
     return f"{len(problems)} problems:\n" + "\n".join(f"  - {p}" for p in problems)
 
 
-def make_trainer(options: Namespace, config_text: str, *extra: Callback) -> Trainer:
-    """The Trainer of the parsed ``trainer`` options, saving ``config_text`` beside its logs, with ``extra``
-    callbacks last."""
+def make_trainer(options: Namespace, config_text: str, *extra: Callback, save: dict[str, Any] | None = None) -> Trainer:
+    """The Trainer of the parsed ``trainer`` options, saving ``config_text`` beside its logs (``save``: SaveConfig's
+    options; ``{"enabled": False}`` saves nothing), with ``extra`` callbacks last."""
     from lightray.trainer import Trainer
 
     kwargs = dict(vars(options))  # the trainer's options, with callbacks and loggers already instantiated
     given = kwargs.pop("callbacks") or []
-    callbacks = [*(given if isinstance(given, list) else [given]), SaveConfig(config_text), *extra]
+    save = dict(save or {})
+    saver = [SaveConfig(config_text, **save)] if save.pop("enabled", True) else []
+    callbacks = [*(given if isinstance(given, list) else [given]), *saver, *extra]
     return Trainer(**kwargs, callbacks=callbacks)
 
 
@@ -57,12 +59,20 @@ class SaveConfig(Callback):
     ``setup`` runs where the loop runs (in-process, or on each Ray Train worker); global rank 0 writes.
     """
 
-    def __init__(self, config: str, filename: str = "config.yaml") -> None:
-        self.config, self.filename = config, filename
+    def __init__(self, config: str, filename: str = "config.yaml", overwrite: bool = True) -> None:
+        self.config, self.filename, self.overwrite = config, filename, overwrite
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         if not trainer.is_global_zero:
             return
+        from lightray import storage
+
+        if not self.overwrite and storage.exists(storage.join(trainer.log_dir, self.filename)):
+            raise RuntimeError(
+                f"{self.filename} already exists in {trainer.log_dir}: not overwriting the config of a previous run. "
+                "Delete it, pass `LightningCLI(save_config_callback=None)` to save no config, or "
+                '`LightningCLI(save_config_kwargs={"overwrite": True})` to overwrite it.'
+            )
         folders = {trainer.log_dir}
         run_dir = getattr(trainer.strategy, "run_dir", None)  # <storage_path>/<name> on Ray Train workers
         if run_dir:

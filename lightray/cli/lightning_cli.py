@@ -33,7 +33,9 @@ class LightningCLI:
 
     With ``run=False`` there is no subcommand: the options are ``fit``'s, and ``cli.trainer``, ``cli.model`` and
     ``cli.datamodule`` are built for the script to use. ``trainer_defaults`` (``{"max_epochs": 3}``) and
-    ``seed_everything_default`` replace the defaults. Runs on the driver.
+    ``seed_everything_default`` replace the defaults; the resolved config is saved beside the logs as in Lightning
+    (``save_config_callback=None`` saves none, ``save_config_kwargs={"overwrite": True}`` replaces an existing
+    one). Runs on the driver.
     """
 
     def __init__(
@@ -46,11 +48,18 @@ class LightningCLI:
         seed_everything_default: bool | int = True,
         subclass_mode_model: bool = False,
         subclass_mode_data: bool = False,
+        save_config_callback: Any = True,
+        save_config_kwargs: dict[str, Any] | None = None,
     ) -> None:
         from lightray.cli import run as run_stage
 
         argv = list(sys.argv[1:] if args is None else args)
-        defaults: dict[str, Any] = {f"trainer.{key}": value for key, value in (trainer_defaults or {}).items()}
+        save = save_options(save_config_callback, save_config_kwargs)
+        trainer_defaults = dict(trainer_defaults or {})
+        # callbacks in trainer_defaults join those of the config (not parsed: instances, as Lightning takes them)
+        extra = trainer_defaults.pop("callbacks", None) or []
+        extra = list(extra) if isinstance(extra, list | tuple) else [extra]
+        defaults: dict[str, Any] = {f"trainer.{key}": value for key, value in trainer_defaults.items()}
         defaults["seed_everything"] = seed_everything_default
         given = [*(["--model", class_path(model_class)] if model_class else []),
                  *(["--data", class_path(datamodule_class)] if datamodule_class else [])]  # fmt: skip
@@ -61,12 +70,28 @@ class LightningCLI:
                     f"{sys.argv[0] if args is None else 'LightningCLI'}: give a subcommand first: one of "
                     f"{', '.join(STAGES)} (e.g. `fit --trainer.max_epochs 5`)"
                 )
-            self.result = run_stage([argv[0], *given, *argv[1:]], defaults=defaults)
+            self.result = run_stage([argv[0], *given, *argv[1:]], defaults=defaults, save=save, callbacks=extra)
             return
-        self.trainer, self.model, self.datamodule = _build(["fit", *given, *argv], defaults)
+        self.trainer, self.model, self.datamodule = _build(["fit", *given, *argv], defaults, save, extra)
 
 
-def _build(argv: list[str], defaults: dict[str, Any]) -> tuple[Any, Any, Any]:
+def save_options(save_config_callback: Any, save_config_kwargs: dict[str, Any] | None) -> dict[str, Any]:
+    """Lightning's ``save_config_callback``/``save_config_kwargs`` as the saved config's options: None saves
+    nothing; ``config_filename`` and ``overwrite`` (default False: an existing config.yaml stops the run)."""
+    if save_config_callback is None or save_config_callback is False:
+        return {"enabled": False}
+    kwargs = dict(save_config_kwargs or {})
+    unknown = sorted(set(kwargs) - {"config_filename", "overwrite"})
+    if unknown:
+        raise UsageError(
+            f"LightningCLI(save_config_kwargs=...): lightray supports 'config_filename' and 'overwrite', not {unknown}."
+        )
+    return {"filename": kwargs.get("config_filename", "config.yaml"), "overwrite": bool(kwargs.get("overwrite"))}
+
+
+def _build(
+    argv: list[str], defaults: dict[str, Any], save: dict[str, Any], callbacks: list[Any]
+) -> tuple[Any, Any, Any]:
     """The Trainer, module and datamodule of ``fit``'s options, not run (``LightningCLI(run=False)``)."""
     from lightray.cli import build_parser
     from lightray.cli.common import make_trainer
@@ -80,5 +105,5 @@ def _build(argv: list[str], defaults: dict[str, Any]) -> tuple[Any, Any, Any]:
         seed = config.seed_everything
         seed_everything(None if seed is True else int(seed))
     objects = stage_parser.instantiate(config)
-    trainer = make_trainer(objects.trainer, stage_parser.dump(config, skip_unset=False))
+    trainer = make_trainer(objects.trainer, stage_parser.dump(config, skip_unset=False), *callbacks, save=save)
     return trainer, objects.model, objects.data

@@ -47,6 +47,7 @@ class InProcessLauncher:
             trainer.results.current_fx = None
         for logger in trainer.loggers:
             logger.finalize("success")
-        if trainer.is_global_zero:
-            rank_zero_info(summary(trainer, fn, time.monotonic() - started))
+        report = summary(trainer, fn, time.monotonic() - started)
+        if report and trainer.is_global_zero:
+            rank_zero_info(report)
         return result

@@ -1,4 +1,5 @@
-"""Learning curves from a run's ``metrics.csv`` (CSVLogger's file) as a PNG, with matplotlib (the ``viz`` extra).
+"""Learning curves of a run as a PNG, with matplotlib (the ``viz`` extra): from ``metrics.csv`` (CSVLogger's file)
+or from TensorBoard event files (TensorBoardLogger's, read with the ``tensorboard`` package of the same extra).
 
 One panel per quantity, training and validation of it on the same axes: ``train_loss``, ``val_loss`` and
 ``loss_epoch`` share the panel ``loss``; the x axis is the optimizer step. Runs anywhere (the driver, usually).
@@ -16,27 +17,30 @@ _SPLIT = re.compile(r"^(?P<split>train|training|val|valid|validation|test)[_/]")
 _SUFFIX = re.compile(r"(_step|_epoch|/dataloader_idx_\d+)+$")
 
 
+def _is_metrics_file(name: str) -> bool:
+    return name == "metrics.csv" or name.startswith("events.out.tfevents.")
+
+
 def find_metrics_file(path: str) -> str:
-    """``path`` itself when it is a file; else ``metrics.csv`` in the folder, or in its newest ``version_N``."""
+    """``path`` itself when it is a file; else the newest ``metrics.csv`` or TensorBoard event file in the folder
+    or below it (its newest ``version_N``)."""
     if os.path.isfile(path):
         return path
-    direct = os.path.join(path, "metrics.csv")
-    if os.path.isfile(direct):
-        return direct
-    found = []
-    for folder, _, files in os.walk(path):
-        if "metrics.csv" in files:
-            found.append(os.path.join(folder, "metrics.csv"))
+    found = [
+        os.path.join(folder, name) for folder, _, files in os.walk(path) for name in files if _is_metrics_file(name)
+    ]
     if not found:
         raise MisconfigurationError(
-            f"No metrics.csv in {path} or below it. It is CSVLogger's file (the default logger), written into "
+            f"No metrics.csv or TensorBoard event file in {path} or below it. The default logger writes them into "
             "<default_root_dir>/lightning_logs/version_N/; give that folder, the run's root, or the file."
         )
     return max(found, key=os.path.getmtime)
 
 
 def read_metrics(path: str) -> dict[str, list[tuple[float, float]]]:
-    """Each metric's ``(step, value)`` points, in file order (rows without the metric are skipped)."""
+    """Each metric's ``(step, value)`` points, in the order they were logged."""
+    if os.path.basename(path).startswith("events.out.tfevents."):
+        return _read_events(path)
     with open(path, newline="") as f:
         rows = list(csv.DictReader(f))
     series: dict[str, list[tuple[float, float]]] = {}
@@ -52,6 +56,22 @@ def read_metrics(path: str) -> dict[str, list[tuple[float, float]]]:
     return series
 
 
+def _read_events(path: str) -> dict[str, list[tuple[float, float]]]:
+    try:
+        from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    except ImportError:
+        raise MisconfigurationError(
+            f"Reading TensorBoard event files ({path}) needs the tensorboard package: pip install 'lightray[viz]'."
+        ) from None
+    events = EventAccumulator(path, size_guidance={"scalars": 0})  # 0: keep every point
+    events.Reload()
+    return {
+        tag: [(float(e.step), float(e.value)) for e in events.Scalars(tag)]
+        for tag in events.Tags()["scalars"]
+        if tag not in ("epoch", "hp_metric")  # the step's epoch, and TensorBoard's placeholder for hparams
+    }
+
+
 def panel_of(name: str) -> str:
     """The quantity a metric measures: ``val_loss_epoch`` -> ``loss``."""
     base = _SUFFIX.sub("", _SPLIT.sub("", name))
@@ -59,8 +79,8 @@ def panel_of(name: str) -> str:
 
 
 def plot_metrics(path: str, out: str | None = None) -> tuple[str, list[str]]:
-    """Draw the learning curves of ``path`` (a run folder or a metrics.csv) into ``out`` (default: ``curves.png``
-    beside the metrics file). Returns the PNG's path and the panels' names."""
+    """Draw the learning curves of ``path`` (a run folder, a metrics.csv or an event file) into ``out`` (default:
+    ``curves.png`` beside the metrics file). Returns the PNG's path and the panels' names."""
     try:
         import matplotlib
 

@@ -63,10 +63,19 @@ class TensorBoardLogger(FolderLogger):
         self._hparams.update(params)
         write_hparams_yaml(self.log_dir, self._hparams)
         simple = {k: v if isinstance(v, bool | int | float | str) else str(v) for k, v in params.items()}
-        metrics = {"hp_metric": -1} if self._default_hp_metric else {}
-        # keep the hparams summary in this run's folder (the two writer libraries name the option differently)
-        where = {"run_name": "."} if self._writer_class.__module__.startswith("torch") else {"name": "."}
-        self.experiment.add_hparams(simple, metrics, **where)
+        if not self._default_hp_metric:
+            return
+        metrics = {"hp_metric": -1.0}
+        self.log_metrics(metrics)
+        # the hparams summary goes into this run's one event file, as Lightning writes it (add_hparams would
+        # open a second writer)
+        if self._writer_class.__module__.startswith("torch"):
+            from torch.utils.tensorboard.summary import hparams as summaries
+        else:
+            from tensorboardX.summary import hparams as summaries  # type: ignore[no-redef]
+        writer = self.experiment.file_writer
+        for summary in summaries(simple, metrics):
+            writer.add_summary(summary)
 
     def save(self) -> None:
         if self._experiment is not None:

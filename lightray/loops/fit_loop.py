@@ -17,7 +17,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from lightray import checkpoint, data
-from lightray.errors import MisconfigurationError, PossibleUserWarning
+from lightray.errors import MisconfigurationError, PossibleUserWarning, TunerExit
 from lightray.loops import evaluation_loop, stage
 from lightray.loops.loop_state import (
     LoopState,
@@ -44,6 +44,7 @@ class FitLoop:
         self.trainer = trainer
         self.state = LoopState()
         self.optimization = Optimization(trainer)
+        self.ended_by_tuner = False  # the last fit only carried a Tuner's search
         self.reset()
         planned = trainer.strategy.planned_world_size
         if planned != trainer.world_size:  # an elastic run started with fewer workers than it was planned for
@@ -65,6 +66,7 @@ class FitLoop:
     # ================================================================== fit
     def run(self) -> None:
         trainer, module, hooks = self.trainer, self.trainer.lightning_module, self.trainer.hooks
+        self.ended_by_tuner = False
         stage.setup(trainer, "fit")
         loaded = checkpoint.load_for_fit(trainer)
         if loaded is not None:
@@ -72,7 +74,12 @@ class FitLoop:
         stage.reset_metrics(trainer)
         configure_optimizers(trainer)
         trainer.strategy.wrap_model()
-        hooks.call_hook("on_fit_start")
+        try:
+            hooks.call_hook("on_fit_start")
+        except TunerExit:  # a Tuner's search ran in on_fit_start; that was all this fit was for
+            self.ended_by_tuner = True
+            stage.teardown(trainer, "fit")
+            return
         if loaded is not None:
             checkpoint.restore_training_state(trainer, self, loaded)
         module.zero_grad()
@@ -85,15 +92,22 @@ class FitLoop:
 
         if self.num_training_batches > 0 and not self.max_steps_reached():
             _warn_eval_mode_modules(module)
-            hooks.call_hook("on_train_start")
-            while not self.done():
-                self.train_epoch()
-            hooks.call_hook("on_train_end")
+            self.train()
         elif self.num_training_batches == 0:
             rank_zero_info("`Trainer.fit` stopped: No training batches.")
         self.state.phase = LoopPhase.FIT_END
         hooks.call_hook("on_fit_end")
         stage.teardown(trainer, "fit")
+
+    def train(self) -> None:
+        """Training epochs until ``done()``, between ``on_train_start`` and ``on_train_end``: the part of fit that
+        the tuner's trials (``lightray.tuner``) run too, with their own limits."""
+        self.setup_data()
+        self.load_val_data()
+        self.trainer.hooks.call_hook("on_train_start")
+        while not self.done():
+            self.train_epoch()
+        self.trainer.hooks.call_hook("on_train_end")
 
     def max_steps_reached(self) -> bool:
         max_steps = self.trainer.max_steps
