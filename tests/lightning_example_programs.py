@@ -20,10 +20,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 import torchvision
+from lightning_programs import _floats, _results, _start, _weights
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset, random_split
-
-from lightning_programs import _floats, _results, _start, _weights
 
 
 def logged_images(log_dir: str) -> list[dict[str, Any]]:

@@ -14,6 +14,7 @@ from lightray.callbacks.model_summary import ModelSummary
 from lightray.callbacks.on_exception_checkpoint import OnExceptionCheckpoint
 from lightray.callbacks.prediction_writer import BasePredictionWriter
 from lightray.callbacks.progress import LineRenderer, ProgressBar, TQDMProgressBar, TqdmRenderer
+from lightray.callbacks.rich_progress import RichModelSummary, RichProgressBar, RichProgressBarTheme
 from lightray.callbacks.stochastic_weight_avg import StochasticWeightAveraging
 from lightray.callbacks.timer import Timer
 
@@ -34,6 +35,9 @@ __all__ = [
     "ModelSummary",
     "OnExceptionCheckpoint",
     "ProgressBar",
+    "RichModelSummary",
+    "RichProgressBar",
+    "RichProgressBarTheme",
     "StochasticWeightAveraging",
     "TQDMProgressBar",
     "Timer",

@@ -13,8 +13,11 @@ if TYPE_CHECKING:
     from lightray.trainer import Trainer
 
 
-def summarize(module: nn.Module, max_depth: int = 1) -> str:
-    """The summary table of ``module`` down to ``max_depth`` levels of submodules."""
+def summary_rows(
+    module: nn.Module, max_depth: int = 1
+) -> tuple[list[tuple[str, str, str, str]], list[tuple[str, str]]]:
+    """The rows (name, type, parameters, mode) of ``module``'s submodules down to ``max_depth`` levels, and the
+    totals as (label, value)."""
     rows = []
     for name, child in module.named_modules():
         depth = name.count(".") + 1
@@ -25,20 +28,24 @@ def summarize(module: nn.Module, max_depth: int = 1) -> str:
     trainable = sum(p.numel() for p in module.parameters() if p.requires_grad)
     total = sum(p.numel() for p in module.parameters())
     size_mb = sum(p.numel() * p.element_size() for p in module.parameters()) / 1e6
+    totals = [
+        ("Trainable params", _human(trainable)),
+        ("Non-trainable params", _human(total - trainable)),
+        ("Total params", _human(total)),
+        ("Total estimated model params size (MB)", f"{size_mb:.3f}"),
+    ]
+    return rows, totals
+
+
+def summarize(module: nn.Module, max_depth: int = 1) -> str:
+    """The summary table of ``module`` down to ``max_depth`` levels of submodules."""
+    rows, totals = summary_rows(module, max_depth)
     header = ("", "Name", "Type", "Params", "Mode")
     table = [header] + [(str(i), *row) for i, row in enumerate(rows)]
     widths = [max(len(r[c]) for r in table) for c in range(len(header))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in table]
     rule = "-" * max(len(line) for line in lines) if lines else ""
-    return "\n".join(
-        [lines[0], rule, *lines[1:], rule]
-        + [
-            f"{_human(trainable):<10}Trainable params",
-            f"{_human(total - trainable):<10}Non-trainable params",
-            f"{_human(total):<10}Total params",
-            f"{size_mb:<10.3f}Total estimated model params size (MB)",
-        ]
-    )
+    return "\n".join([lines[0], rule, *lines[1:], rule] + [f"{value:<10}{label}" for label, value in totals])
 
 
 def _human(n: int) -> str:

@@ -209,6 +209,11 @@ class ProgressBar(Callback):
             self.renderer.update("predict", trainer.eval_progress.done, {})
             self.renderer.close("predict")
 
+    def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        finish = getattr(self.renderer, "finish", None)  # a renderer with a live display ends it here
+        if self._active(trainer) and finish is not None:
+            finish()
+
 
 class TQDMProgressBar(ProgressBar):
     """Lightning's tqdm bar: always tqdm (the default ``ProgressBar`` prints lines when stderr is not a terminal).

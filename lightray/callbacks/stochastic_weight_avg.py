@@ -20,8 +20,6 @@ from lightray.optimization.configure import LRSchedulerConfig, NoOptimizer
 from lightray.utilities.rank_zero import rank_zero_info, rank_zero_warn
 
 if TYPE_CHECKING:
-    from torch.optim import Optimizer
-
     from lightray.core.module import LightningModule
     from lightray.trainer import Trainer
 
@@ -89,7 +87,6 @@ class StochasticWeightAveraging(Callback):
         self._pending: tuple[int, dict[str, Tensor] | None] | None = None  # loaded before setup: n_averaged, weights
         self._latest_update_epoch = -1
         self._bn_epoch: dict[str, Any] | None = None  # what the BatchNorm epoch changed in the trainer, to undo
-        self._held_grads: list[Tensor | None] | None = None
 
     # ------------------------------------------------------------------ Lightning's public helpers
     @property
@@ -104,8 +101,10 @@ class StochasticWeightAveraging(Callback):
 
     @property
     def n_averaged(self) -> Tensor | None:
-        """How many weight sets the average holds (None before the fit's setup)."""
-        return None if self._average_model is None else self._average_model.n_averaged
+        """How many weight sets the average holds (None before a fit; on the driver of a Ray fit, rank 0's count)."""
+        if self._average_model is not None:
+            return self._average_model.n_averaged
+        return None if self._pending is None else torch.tensor(self._pending[0])
 
     @property
     def average_model(self) -> nn.Module | None:
@@ -200,15 +199,8 @@ class StochasticWeightAveraging(Callback):
         if self._max_epochs != -1 and epoch == self.swa_end + 1:
             self._start_batch_norm_epoch(trainer, pl_module)
 
-    def on_before_optimizer_step(self, trainer: Trainer, pl_module: LightningModule, optimizer: Optimizer) -> None:
-        if self._held_grads is not None:
-            # Lightning skips backward (and zero_grad) in the BatchNorm epoch, so its one step there, at the epoch's
-            # last batch, uses the gradients left from before the epoch; put those back in place of this epoch's
-            for param, grad in zip(pl_module.parameters(), self._held_grads):
-                param.grad = grad
-
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self._held_grads = None
+        trainer.fit_loop.optimization.skip_backward = False
 
     def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         finished = trainer.current_epoch - 1  # the loop has counted the last epoch already
@@ -222,7 +214,7 @@ class StochasticWeightAveraging(Callback):
     def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         if stage != "fit":
             return
-        self._held_grads = None
+        trainer.fit_loop.optimization.skip_backward = False
         self._undo_batch_norm_epoch(trainer)
         if self._model_contains_batch_norm and self._max_epochs != -1 and trainer.max_epochs == self._max_epochs + 1:
             trainer.max_epochs = self._max_epochs  # the fit stopped before the BatchNorm epoch (e.g. early stopping)
@@ -294,9 +286,8 @@ class StochasticWeightAveraging(Callback):
     def _start_batch_norm_epoch(self, trainer: Trainer, pl_module: LightningModule) -> None:
         """The extra epoch of a module with BatchNorm: the averaged weights, fresh statistics, and no training.
 
-        As in Lightning, its only optimizer step is at its last batch, and that step sees the gradients left from
-        before the epoch (Lightning skips backward and zero_grad in this epoch; lightray's loop runs them, and
-        ``on_before_optimizer_step`` puts the earlier gradients back).
+        As in Lightning, it runs neither zero_grad nor backward, and its only optimizer step, at its last batch,
+        sees the gradients left from before the epoch.
         """
         assert self._average_model is not None
         self.transfer_weights(self._average_model.module, pl_module)
@@ -310,7 +301,7 @@ class StochasticWeightAveraging(Callback):
             )
         self._bn_epoch = {"accumulate": trainer.accumulate_grad_batches}
         trainer.accumulate_grad_batches = int(batches) + 1  # no optimizer step before the last batch
-        self._held_grads = [None if p.grad is None else p.grad.detach().clone() for p in pl_module.parameters()]
+        trainer.fit_loop.optimization.skip_backward = True
 
     def _undo_batch_norm_epoch(self, trainer: Trainer) -> None:
         if self._bn_epoch is None:

@@ -68,6 +68,9 @@ class Optimization:
         self.trainer = trainer
         self.stepping = False  # whether this batch ends an accumulation window (automatic optimization)
         self.warned_no_loss = False
+        # no zero_grad and no backward while True (Lightning's fit_loop._skip_backward): what
+        # StochasticWeightAveraging's BatchNorm epoch sets, stepping once on the gradients left from before it
+        self.skip_backward = False
 
     @property
     def state(self) -> LoopState:
@@ -87,11 +90,11 @@ class Optimization:
             result = automatic_result(output, accumulate)
             if result.closure_loss is None:
                 self._warn_no_loss()
-            if zero_grad:
+            if zero_grad and not self.skip_backward:
                 hooks.call_callbacks("on_before_zero_grad", optimizer)
                 hooks.call_module("on_before_zero_grad", optimizer)
                 hooks.call_module("optimizer_zero_grad", self.state.epoch, batch_idx, optimizer)
-            if result.closure_loss is not None:
+            if result.closure_loss is not None and not self.skip_backward:
                 self.backward(result.closure_loss, optimizer)
             return result
 

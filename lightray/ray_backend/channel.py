@@ -125,6 +125,9 @@ class ProgressRelay:
         self._thread.join(timeout=5)
         for _ in range(2):  # a drain left in flight, then whatever came after it
             self._replay(timeout=60)
+        finish = getattr(self.renderer, "finish", None)  # a renderer with a live display ends it here
+        if finish is not None:
+            finish()
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
