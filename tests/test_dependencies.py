@@ -17,6 +17,7 @@ OPTIONAL = {
     "tensorboard": "TensorBoardLogger: tensorboard or tensorboardX",
     "mlflow": "MLFlowLogger: mlflow or mlflow-skinny",
     "matplotlib": "lightray plot: the viz extra",
+    "rich": "RichProgressBar / RichModelSummary: the rich extra",
 }
 
 

@@ -13,8 +13,15 @@ from lightray.callbacks.model_checkpoint import ModelCheckpoint
 from lightray.callbacks.model_summary import ModelSummary
 from lightray.callbacks.on_exception_checkpoint import OnExceptionCheckpoint
 from lightray.callbacks.prediction_writer import BasePredictionWriter
-from lightray.callbacks.progress import LineRenderer, ProgressBar, TQDMProgressBar, TqdmRenderer
-from lightray.callbacks.rich_progress import RichModelSummary, RichProgressBar, RichProgressBarTheme
+from lightray.callbacks.progress import (
+    LineRenderer,
+    ProgressBar,
+    RichProgressBar,
+    RichProgressBarTheme,
+    TQDMProgressBar,
+    TqdmRenderer,
+)
+from lightray.callbacks.rich_model_summary import RichModelSummary
 from lightray.callbacks.stochastic_weight_avg import StochasticWeightAveraging
 from lightray.callbacks.timer import Timer
 

@@ -1,27 +1,26 @@
-"""Lightning's rich display: ``RichProgressBar`` (a rich live bar per stage) and ``RichModelSummary`` (the summary
-as a rich table). Both need ``rich``, the ``rich`` extra (``pip install 'lightray[rich]'``)."""
+"""Lightning's ``RichProgressBar``: a rich live bar per stage. Needs ``rich``, the ``rich`` extra
+(``pip install 'lightray[rich]'``)."""
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from lightray.callbacks.model_summary import ModelSummary, summary_rows
-from lightray.callbacks.progress import ProgressBar
-
-if TYPE_CHECKING:
-    from lightray.core.module import LightningModule
-    from lightray.trainer import Trainer
+from lightray.callbacks.progress.progress_bar import ProgressBar
 
 
-def _require_rich(name: str) -> None:
+def rich_missing(name: str) -> ModuleNotFoundError:
+    return ModuleNotFoundError(
+        f"`{name}` needs `rich`: pip install 'lightray[rich]' (or rich); or use TQDMProgressBar / ModelSummary."
+    )
+
+
+def require_rich(name: str) -> None:
     try:
         import rich  # noqa: F401
     except ImportError:
-        raise ModuleNotFoundError(
-            f"`{name}` needs `rich`: pip install 'lightray[rich]' (or rich); or use TQDMProgressBar / ModelSummary."
-        ) from None
+        raise rich_missing(name) from None
 
 
 @dataclass
@@ -129,34 +128,7 @@ class RichProgressBar(ProgressBar):
 
     def __init__(self, refresh_rate: int = 1, leave: bool = False, theme: RichProgressBarTheme | None = None,
                  console_kwargs: dict[str, Any] | None = None) -> None:  # fmt: skip
-        _require_rich("RichProgressBar")
+        require_rich("RichProgressBar")
         self.theme = theme or RichProgressBarTheme()
         super().__init__(refresh_rate=refresh_rate, renderer=RichRenderer(self.theme, console_kwargs, leave))
         self.leave = leave
-
-
-class RichModelSummary(ModelSummary):
-    """Lightning's ``RichModelSummary``: the model summary as a rich table, printed when fit starts on global
-    rank 0. ``summarize_kwargs``: ``header_style`` (default ``"bold magenta"``)."""
-
-    def __init__(self, max_depth: int = 1, **summarize_kwargs: Any) -> None:
-        _require_rich("RichModelSummary")
-        super().__init__(max_depth)
-        self.summarize_kwargs = summarize_kwargs
-
-    def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        if self.max_depth == 0 or not trainer.is_global_zero:
-            return
-        from rich import get_console
-        from rich.table import Table
-
-        rows, totals = summary_rows(pl_module, self.max_depth)
-        table = Table(header_style=self.summarize_kwargs.get("header_style", "bold magenta"))
-        for column in ("", "Name", "Type", "Params", "Mode"):
-            table.add_column(column, justify="right" if column == "Params" else "left")
-        for index, row in enumerate(rows):
-            table.add_row(str(index), *row)
-        console = get_console()
-        console.print(table)
-        for label, value in totals:
-            console.print(f"[bold]{label}[/]: {value}")
