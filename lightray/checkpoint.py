@@ -68,12 +68,12 @@ def dump_checkpoint(trainer: Trainer, weights_only: bool = False) -> dict[str, A
         if datamodule.hparams:
             checkpoint["datamodule_hparams_name"] = "kwargs"
             checkpoint["datamodule_hyper_parameters"] = safe_hparams(datamodule.hparams, type(datamodule).__name__)
-        state = datamodule.state_dict()
+        with trainer.hooks.owner_action(datamodule, "state_dict"):
+            state = datamodule.state_dict()
         if state:
             checkpoint[type(datamodule).__qualname__] = state
     if not weights_only:
-        for callback in trainer.callbacks:
-            callback.on_save_checkpoint(trainer, module, checkpoint)
+        trainer.hooks.call_checkpoint_hooks("on_save_checkpoint", checkpoint)
     trainer.hooks.call_module("on_save_checkpoint", checkpoint)
     return checkpoint
 
@@ -350,10 +350,10 @@ def restore_modules_and_callbacks(trainer: Trainer, loaded: LoadedCheckpoint) ->
     load_state_into_module(module, checkpoint, path, strict=module.strict_loading)
     datamodule = trainer.datamodule
     if datamodule is not None and type(datamodule).__qualname__ in checkpoint:
-        datamodule.load_state_dict(checkpoint[type(datamodule).__qualname__])
+        with trainer.hooks.owner_action(datamodule, "load_state_dict"):
+            datamodule.load_state_dict(checkpoint[type(datamodule).__qualname__])
     states = checkpoint.get("callbacks") or {}
-    for callback in trainer.callbacks:
-        callback.on_load_checkpoint(trainer, module, checkpoint)
+    trainer.hooks.call_checkpoint_hooks("on_load_checkpoint", checkpoint)
     for callback in trainer.callbacks:
         if callback.state_key in states:
             callback.load_state_dict(states[callback.state_key])

@@ -324,7 +324,7 @@ class Trainer(TrainerProperties):
         self.state.stage = _FIRST_STAGE[fn]
         self.fit_loop.reset()  # validate/test after fit keep the epoch and step counters
         self.results = MetricStore(self.strategy, training=fn == TrainerFn.FITTING)
-        extra = _as_list(model.configure_callbacks())
+        extra = _as_list(self.hooks.call_configure_callbacks(model))
         if extra:
             types_ = {type(cb) for cb in extra}
             self.callbacks = [cb for cb in self.callbacks if type(cb) not in types_] + extra
@@ -347,7 +347,8 @@ class Trainer(TrainerProperties):
         """
         from lightray.checkpoint import save_trainer_checkpoint
 
-        save_trainer_checkpoint(self, os.fspath(filepath), weights_only, storage_options)
+        with self.hooks.profile("save_checkpoint"):
+            save_trainer_checkpoint(self, os.fspath(filepath), weights_only, storage_options)
 
 
 _FIRST_STAGE = {

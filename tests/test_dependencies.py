@@ -18,6 +18,8 @@ OPTIONAL = {
     "mlflow": "MLFlowLogger: mlflow or mlflow-skinny",
     "matplotlib": "lightray plot: the viz extra",
     "rich": "RichProgressBar / RichModelSummary: the rich extra",
+    "wandb": "WandbLogger: the wandb extra",
+    "comet_ml": "CometLogger: the comet extra",
 }
 
 

@@ -103,8 +103,9 @@ CLAIMED = {
     "callbacks.progress.tqdm_progress": ["TQDMProgressBar"],
     "demos.boring_classes": ["BoringDataModule", "BoringModel", "DemoModel", "ManualOptimBoringModel", "RandomDataset",
                              "RandomDictDataset", "RandomIterableDataset", "RandomIterableDatasetWithLen"],
-    "loggers": ["CSVLogger", "Logger", "MLFlowLogger", "TensorBoardLogger"],
+    "loggers": ["CSVLogger", "CometLogger", "Logger", "MLFlowLogger", "TensorBoardLogger", "WandbLogger"],
     "tuner": ["Tuner"],
+    "utilities.combined_loader": ["CombinedLoader"],
     "strategies": ["DDPStrategy", "SingleDeviceStrategy", "Strategy"],
     "profilers": ["AdvancedProfiler", "PassThroughProfiler", "Profiler", "PyTorchProfiler", "SimpleProfiler"],
     "utilities": ["AttributeDict", "CombinedLoader", "GradClipAlgorithmType", "LightningEnum",
@@ -118,7 +119,7 @@ CLAIMED = {
                         "OptimizerLRScheduler", "OptimizerLRSchedulerConfig", "STEP_OUTPUT", "TRAIN_DATALOADERS"],
 }  # fmt: skip
 # claimed names that lightray does not run: they import, and say so (with the alternative) when used
-NOT_IN_LIGHTRAY = ["CombinedLoader", "measure_flops", "find_shared_parameters", "set_shared_parameters",
+NOT_IN_LIGHTRAY = ["measure_flops", "find_shared_parameters", "set_shared_parameters",
                    "is_shared_filesystem"]  # fmt: skip
 
 
@@ -295,9 +296,10 @@ def test_simple_profiler_reports_each_hook_and_step_at_the_end_of_fit(tmp_path, 
     report = (tmp_path / "profiles" / "fit-perf.txt").read_text()
     rows = {line.split("|")[1].strip(): line.split("|")[3].strip() for line in report.splitlines()[4:] if "|" in line}
     assert report.startswith("FIT Profiler Report")
-    assert rows["[Strategy].training_step"] == "3"  # calls
+    checkpointing = pl.callbacks.ModelCheckpoint().state_key  # Lightning names callbacks by their state_key
+    assert rows["[Strategy]SingleDeviceStrategy.training_step"] == "3"  # calls
     assert rows["[_TrainingEpochLoop].train_dataloader_next"] == "3"
-    assert rows["[Callback]ModelCheckpoint.on_train_epoch_end"] == "1"
+    assert rows[f"[Callback]{checkpointing}.on_train_epoch_end"] == "1"
     assert rows["[LightningModule]BoringModel.configure_optimizers"] == "1"
     assert rows["[LightningModule]BoringModel.optimizer_step"] == "3"
 
@@ -309,6 +311,93 @@ def test_profilers_by_name_print_their_report_on_the_lightray_logger(name, tmp_p
     assert type(trainer.profiler).__name__.lower().startswith(name)
     reports = [r.getMessage() for r in caplog.records if "FIT Profiler Report" in r.getMessage()]
     assert len(reports) == 1 and "training_step" in reports[0]
+
+
+def _profiled_stages(framework, tmp_path) -> dict[str, dict[str, int]]:
+    """The calls of each action in the SimpleProfiler reports of fit (with a sanity check and validation),
+    validate, test and predict of one Trainer."""
+    framework.seed_everything(0)
+    x, y = torch.randn(40, 4), torch.randn(40, 1)
+
+    def loader():
+        return torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=8)
+
+    class Data(framework.LightningDataModule):
+        def train_dataloader(self):
+            return loader()
+
+        def val_dataloader(self):
+            return loader()
+
+        def test_dataloader(self):
+            return loader()
+
+        def predict_dataloader(self):
+            return loader()
+
+    class Model(framework.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.net = torch.nn.Linear(4, 1)
+
+        def training_step(self, batch, batch_idx):
+            loss = torch.nn.functional.mse_loss(self.net(batch[0]), batch[1])
+            self.log("train_loss", loss)
+            return loss
+
+        def validation_step(self, batch, batch_idx):
+            self.log("val_loss", torch.nn.functional.mse_loss(self.net(batch[0]), batch[1]))
+
+        def test_step(self, batch, batch_idx):
+            self.log("test_loss", torch.nn.functional.mse_loss(self.net(batch[0]), batch[1]))
+
+        def predict_step(self, batch, batch_idx):
+            return self.net(batch[0])
+
+        def on_train_epoch_end(self):
+            self.log("epoch_end", 1.0)
+
+        def configure_optimizers(self):
+            optimizer = torch.optim.SGD(self.parameters(), lr=0.05)
+            return {"optimizer": optimizer, "lr_scheduler": torch.optim.lr_scheduler.StepLR(optimizer, 1)}
+
+    class Counting(framework.Callback):
+        batches = 0
+
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            self.batches += 1
+
+    profiler = framework.profilers.SimpleProfiler(dirpath=tmp_path / "profiles", filename="perf")
+    callbacks = [framework.callbacks.ModelCheckpoint(monitor="val_loss"),
+                 framework.callbacks.EarlyStopping(monitor="val_loss", patience=3), Counting()]  # fmt: skip
+    # progress bar and model summary off: Lightning picks its Rich* classes when rich is installed, lightray its
+    # plain ones, and the reports name each callback by class
+    trainer = framework.Trainer(max_epochs=2, limit_train_batches=4, num_sanity_val_steps=2, accumulate_grad_batches=2,
+                                profiler=profiler, callbacks=callbacks, default_root_dir=tmp_path, logger=False,
+                                enable_progress_bar=False, enable_model_summary=False, accelerator="cpu")  # fmt: skip
+    model, data = Model(), Data()
+    trainer.fit(model, datamodule=data)
+    trainer.validate(model, datamodule=data, verbose=False)
+    trainer.test(model, datamodule=data, verbose=False)
+    trainer.predict(model, datamodule=data)
+    reports = {}
+    for stage in ("fit", "validate", "test", "predict"):
+        lines = (tmp_path / "profiles" / f"{stage}-perf.txt").read_text().splitlines()
+        cells = [[cell.strip() for cell in line.split("|")] for line in lines if line.count("|") >= 6]
+        reports[stage] = {row[1]: int(row[3]) for row in cells if row[3].isdigit()}
+    return reports
+
+
+def test_simple_profiler_reports_the_actions_and_calls_of_lightnings(tmp_path):
+    # every hook of every callback and of the module, the strategy's steps and hooks, the loops' batch fetches,
+    # save_checkpoint, ...; like Lightning's, the profiler keeps its records from stage to stage, so each report
+    # counts the stages before it too (and its "Total" row, the sum of the calls, is the same as well)
+    ours = _profiled_stages(pl, tmp_path / "lightray")
+    theirs = _profiled_stages(lightning, tmp_path / "lightning")
+    for stage, actions in theirs.items():
+        assert ours[stage] == actions, stage
+    assert ours["fit"]["[Strategy]SingleDeviceStrategy.training_step"] == 8
+    assert ours["validate"]["[_EvaluationLoop].val_next"] == 2 + 5 + 5 + 5  # sanity check, 2 epochs, validate
 
 
 def test_an_unknown_profiler_names_the_choices(quiet):

@@ -30,9 +30,9 @@ class RichModelSummary(ModelSummary):
         from rich import get_console
         from rich.table import Table
 
-        rows, totals = summary_rows(pl_module, self.max_depth)
+        header, rows, totals = summary_rows(pl_module, self.max_depth)
         table = Table(header_style=self.summarize_kwargs.get("header_style", "bold magenta"))
-        for column in ("", "Name", "Type", "Params", "Mode"):
+        for column in ("", *header):
             table.add_column(column, justify="right" if column == "Params" else "left")
         for index, row in enumerate(rows):
             table.add_row(str(index), *row)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import inspect
 import math
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 import torch
@@ -61,15 +62,16 @@ def limit_batches(loader: Iterable, limit: int | float, name: str) -> float:
     return count
 
 
-def take(loader: Iterable, limit: float) -> Iterator:
+def take(loader: Iterable, limit: float, timed: Callable[[], AbstractContextManager] = nullcontext) -> Iterator:
     """The first ``limit`` batches of ``loader``, then its iterator is closed (a Ray Data iterator left open
-    keeps prefetching on a thread)."""
+    keeps prefetching on a thread). Each ``next`` runs inside ``timed()`` (a profiler's action)."""
     iterator = iter(loader)
     try:
         count = 0
         while count < limit:
             try:
-                batch = next(iterator)
+                with timed():
+                    batch = next(iterator)
             except StopIteration:
                 return
             count += 1

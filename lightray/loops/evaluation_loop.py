@@ -66,7 +66,6 @@ def evaluate(
     outer_stage = trainer.state.stage
     if not sanity_checking:
         trainer.state.stage = RunningStage.VALIDATING if stage == "validate" else RunningStage.TESTING
-    step_fn = getattr(trainer.strategy, f"{prefix}_step")
     step_args = data.StepArgs(getattr(module, f"{prefix}_step"), pass_dataloader_idx=len(loaders) > 1)
     grad_context = torch.no_grad() if inside_fit or not trainer.inference_mode else torch.inference_mode()
 
@@ -75,12 +74,14 @@ def evaluate(
     mode = ModuleMode(module)
     hooks.call_module(f"on_{prefix}_model_eval")
     hooks.call_hook(f"on_{prefix}_start")
+    hooks.call_strategy(f"on_{prefix}_start")
     hooks.call_hook(f"on_{prefix}_epoch_start")
+    next_action = f"[_EvaluationLoop].{'val' if stage == 'validate' else 'test'}_next"  # Lightning's name
     per_loader: list[dict[str, float]] = []
     with grad_context:
         for dl_idx, (loader, limit) in enumerate(zip(loaders, limits)):
             trainer.results.dataloader_idx = dl_idx if len(loaders) > 1 else None
-            for batch_idx, batch in enumerate(data.take(loader, limit)):
+            for batch_idx, batch in enumerate(data.take(loader, limit, lambda: hooks.profile(next_action))):
                 batch = hooks.to_device(batch, dl_idx)
                 trainer.results.batch = batch
                 trainer.results.clear_step_values()
@@ -88,7 +89,7 @@ def evaluate(
                 hooks.call_hook(f"on_{prefix}_batch_start", *hook_args)
                 trainer.results.current_fx = f"{prefix}_step"
                 with trainer.precision_plugin.forward_context():
-                    output = step_fn(*step_args(batch, batch_idx, dl_idx))
+                    output = hooks.call_strategy(f"{prefix}_step", *step_args(batch, batch_idx, dl_idx))
                 trainer.eval_progress.done += 1
                 hooks.call_callbacks(f"on_{prefix}_batch_end", output, *hook_args)
                 hooks.call_module(f"on_{prefix}_batch_end", output, *hook_args)
@@ -111,6 +112,7 @@ def evaluate(
         numbers = to_floats(logged)
         per_loader = [_metrics_of_loader(numbers, i, len(loaders)) for i in range(len(loaders))]
     hooks.call_hook(f"on_{prefix}_end")
+    hooks.call_strategy(f"on_{prefix}_end")
     trainer.results.reset()  # torchmetrics logged here start the next pass empty
     if is_overridden(module, f"on_{prefix}_model_train", LightningModule):
         hooks.call_module(f"on_{prefix}_model_train")
@@ -150,18 +152,20 @@ def run_predict(trainer: Trainer) -> list[Any]:
     mode = ModuleMode(module)
     hooks.call_module("on_predict_model_eval")
     hooks.call_hook("on_predict_start")
+    hooks.call_strategy("on_predict_start")
     hooks.call_hook("on_predict_epoch_start")
     context = torch.inference_mode() if trainer.inference_mode else torch.no_grad()
+    next_action = "[_PredictionLoop].predict_next"
     with context:
         for dl_idx, (loader, limit) in enumerate(zip(loaders, limits)):
             outputs: list[Any] = []
-            for batch_idx, batch in enumerate(data.take(loader, limit)):
+            for batch_idx, batch in enumerate(data.take(loader, limit, lambda: hooks.profile(next_action))):
                 batch = hooks.to_device(batch, dl_idx)
                 hook_args: tuple = (batch, batch_idx, dl_idx) if len(loaders) > 1 else (batch, batch_idx)
                 hooks.call_hook("on_predict_batch_start", *hook_args)
                 trainer.results.current_fx = "predict_step"
                 with trainer.precision_plugin.forward_context():
-                    output = trainer.strategy.predict_step(*step_args(batch, batch_idx, dl_idx))
+                    output = hooks.call_strategy("predict_step", *step_args(batch, batch_idx, dl_idx))
                 trainer.eval_progress.done += 1
                 hooks.call_callbacks("on_predict_batch_end", output, *hook_args)
                 hooks.call_module("on_predict_batch_end", output, *hook_args)
@@ -170,6 +174,7 @@ def run_predict(trainer: Trainer) -> list[Any]:
     trainer.predict_outputs = predictions[0] if len(predictions) == 1 else predictions  # for prediction writers
     hooks.call_hook("on_predict_epoch_end")
     hooks.call_hook("on_predict_end")
+    hooks.call_strategy("on_predict_end")
     mode.restore(module)
     stage_hooks.teardown(trainer, "predict")
     return predictions[0] if len(predictions) == 1 else predictions

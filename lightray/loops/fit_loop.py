@@ -31,6 +31,7 @@ from lightray.optimization.configure import configure_optimizers
 from lightray.optimization.step import Optimization
 from lightray.seed import collect_rng_states, restore_rng_states
 from lightray.states import LoopPhase, RunningStage
+from lightray.utilities.combined_loader import Batches, combined_for_training
 from lightray.utilities.rank_zero import rank_zero_debug, rank_zero_info, rank_zero_warn
 
 if TYPE_CHECKING:
@@ -104,10 +105,13 @@ class FitLoop:
         the tuner's trials (``lightray.tuner``) run too, with their own limits."""
         self.setup_data()
         self.load_val_data()
-        self.trainer.hooks.call_hook("on_train_start")
+        hooks = self.trainer.hooks
+        hooks.call_hook("on_train_start")
+        hooks.call_strategy("on_train_start")
         while not self.done():
             self.train_epoch()
-        self.trainer.hooks.call_hook("on_train_end")
+        hooks.call_hook("on_train_end")
+        hooks.call_strategy("on_train_end")
 
     def max_steps_reached(self) -> bool:
         max_steps = self.trainer.max_steps
@@ -139,16 +143,13 @@ class FitLoop:
             return
         trainer = self.trainer
         loader = trainer.data_sources.load("train", trainer.hooks)
-        if isinstance(loader, list | tuple | dict):
-            raise MisconfigurationError(
-                "Several training dataloaders at once are not supported yet; combine them into one "
-                "DataLoader (e.g. a ConcatDataset) or iterate them yourself in one IterableDataset."
-            )
-        if trainer.overfit_batches:
-            loader = data.in_order(loader, "train")
-        self.train_loader = data.make_resumable(data.for_this_process(loader, trainer))
+        combined = combined_for_training(loader)  # several loaders: read together, as Lightning combines them
+        if combined is not None:
+            self.train_loader = combined.map(self._prepare_train_loader).batches()
+        else:
+            self.train_loader = data.make_resumable(self._prepare_train_loader(loader))
         self.train_loaded_epoch = self.state.epoch
-        if isinstance(self.train_loader, DataLoader) and self.resume is None:
+        if isinstance(self.train_loader, DataLoader | Batches) and self.resume is None:
             # Lightning makes the iterator as soon as the loader is set up (drawing its seed before the epoch's
             # hooks); its first epoch reads that one, later epochs make their own
             self.epoch_start_rng = rng_of(data.generators(self.train_loader))
@@ -181,6 +182,11 @@ class FitLoop:
                     "validate across epochs."
                 )
             self.val_check_batch = interval
+
+    def _prepare_train_loader(self, loader: Any) -> Iterable:
+        if self.trainer.overfit_batches:
+            loader = data.in_order(loader, "train")
+        return data.for_this_process(loader, self.trainer)
 
     def validation_wanted(self) -> bool:
         trainer = self.trainer
@@ -248,7 +254,8 @@ class FitLoop:
             self.trainer.hooks.call_hook("on_train_epoch_start")
         iterator = epoch_iterator(self, loader, resume)
         try:
-            self._run_batches(iterator, resume)
+            with self.trainer.hooks.profile("run_training_epoch"):
+                self._run_batches(iterator, resume)
         finally:
             data.close_iterator(iterator)
 
@@ -276,14 +283,17 @@ class FitLoop:
             trainer.results.clear_step_values()
 
             hooks.call_callbacks("on_train_batch_start", batch, batch_idx)
-            if hooks.call_module("on_train_batch_start", batch, batch_idx) == -1:
+            response = hooks.call_module("on_train_batch_start", batch, batch_idx)
+            hooks.call_strategy("on_train_batch_start", batch, batch_idx)
+            if response == -1:
                 optimization.update_schedulers("step", plateau=False, accumulating=False)
                 break
             optimization.stepping = automatic and ((batch_idx + 1) % trainer.accumulate_grad_batches == 0 or is_last)
-            if automatic:
-                output = optimization.automatic_step(batch, batch_idx, step_args(batch, batch_idx))
-            else:
-                output = optimization.manual_step(step_args(batch, batch_idx))
+            with hooks.profile("run_training_batch"):
+                if automatic:
+                    output = optimization.automatic_step(batch, batch_idx, step_args(batch, batch_idx))
+                else:
+                    output = optimization.manual_step(step_args(batch, batch_idx))
             state.batch_idx += 1
             state.total_batch_idx += 1
             optimization.update_schedulers("step", plateau=False, accumulating=automatic and not optimization.stepping)

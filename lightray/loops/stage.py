@@ -5,6 +5,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from lightray.core.datamodule import LightningDataModule
+from lightray.core.module import LightningModule
+from lightray.hooks import is_overridden
 from lightray.metrics import to_floats
 
 if TYPE_CHECKING:
@@ -16,9 +19,11 @@ def setup(trainer: Trainer, stage: str) -> None:
     hooks, module, datamodule = trainer.hooks, trainer.lightning_module, trainer.datamodule
     trainer.profiler.setup(stage, trainer.local_rank, trainer.log_dir)
     trainer.strategy.connect(module)
-    for owner in (datamodule, module):
+    for owner, base in ((datamodule, LightningDataModule), (module, LightningModule)):
+        if owner is None or not is_overridden(owner, "prepare_data", base):
+            continue  # only an override is called (and profiled), as in Lightning
         # once per node (local rank 0), or once in all (global rank 0) when the owner says so
-        if owner is not None and (trainer.local_rank if owner.prepare_data_per_node else trainer.global_rank) == 0:
+        if (trainer.local_rank if owner.prepare_data_per_node else trainer.global_rank) == 0:
             hooks.call_on(owner, "prepare_data")
     trainer.strategy.barrier("prepare_data")
     # Lightning passes the stage by keyword: overrides may name it differently only after a `*`

@@ -3,6 +3,7 @@ pass with its hooks, the optimizer step, and scheduler stepping. Runs in the tra
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,8 +18,6 @@ from lightray.optimization.configure import LRSchedulerConfig
 if TYPE_CHECKING:
     from lightray.loops.loop_state import LoopState
     from lightray.trainer import Trainer
-
-STEP_ACTION = "[Strategy].training_step"  # what a profiler calls the forward pass of a training step
 
 
 @dataclass
@@ -85,8 +84,8 @@ class Optimization:
 
         def step() -> StepResult:
             trainer.results.current_fx = "training_step"
-            with trainer.precision_plugin.forward_context(), trainer.hooks.profile(STEP_ACTION):
-                output = trainer.strategy.training_step(*args)
+            with trainer.precision_plugin.forward_context():
+                output = hooks.call_strategy("training_step", *args)
             result = automatic_result(output, accumulate)
             if result.closure_loss is None:
                 self._warn_no_loss()
@@ -95,7 +94,8 @@ class Optimization:
                 hooks.call_module("on_before_zero_grad", optimizer)
                 hooks.call_module("optimizer_zero_grad", self.state.epoch, batch_idx, optimizer)
             if result.closure_loss is not None and not self.skip_backward:
-                self.backward(result.closure_loss, optimizer)
+                with hooks.strategy_action("backward"):  # (manual_backward is no strategy action in Lightning)
+                    self.backward(result.closure_loss, optimizer)
             return result
 
         closure = Closure(step)
@@ -125,8 +125,8 @@ class Optimization:
     def manual_step(self, args: tuple) -> dict[str, Any]:
         trainer = self.trainer
         trainer.results.current_fx = "training_step"
-        with trainer.precision_plugin.forward_context(), trainer.hooks.profile(STEP_ACTION):
-            output = trainer.strategy.training_step(*args)
+        with trainer.precision_plugin.forward_context():
+            output = trainer.hooks.call_strategy("training_step", *args)
         if output is None:
             return {}
         if isinstance(output, torch.Tensor):
@@ -143,7 +143,8 @@ class Optimization:
         loss = self.trainer.precision_plugin.scale_loss(loss)
         hooks.call_callbacks("on_before_backward", loss)
         hooks.call_module("on_before_backward", loss)
-        hooks.call_module("backward", loss, *args, **kwargs)
+        self.trainer.results.current_fx = "backward"  # called, not timed, by Lightning's precision plugins
+        self.trainer.lightning_module.backward(loss, *args, **kwargs)
         hooks.call_callbacks("on_after_backward")
         hooks.call_module("on_after_backward")
 
@@ -162,7 +163,10 @@ class Optimization:
                     gradient_clip_algorithm=trainer.gradient_clip_algorithm,
                 )
 
-        output = trainer.precision_plugin.optimizer_step(optimizer, closure or _no_closure, after_closure, **kwargs)
+        # a manual step is a profiler action of its own (an automatic one is timed as the module's optimizer_step)
+        manual = not trainer.lightning_module.automatic_optimization
+        with hooks.profile("optimizer_step") if manual else contextlib.nullcontext():
+            output = trainer.precision_plugin.optimizer_step(optimizer, closure or _no_closure, after_closure, **kwargs)
         self.state.global_step += 1
         return output
 

@@ -1,6 +1,6 @@
 """``Profiler``: the base of lightray's profilers, and ``PassThroughProfiler`` (profiles nothing).
 
-A profiler times named actions (``with profiler.profile("[Callback]ModelCheckpoint.on_train_batch_end")``); the
+A profiler times named actions (``with profiler.profile("run_training_batch")``, Lightning's names); the
 Trainer gives it every hook it calls and the loop's own steps. At the end of each stage it reports: into
 ``<dirpath>/<stage>-<filename>.txt`` when a ``filename`` is given (``dirpath`` defaults to the logger's folder),
 else on the ``lightray`` logger. Runs in the training process (each Ray Train worker has its own; ranks above 0

@@ -1,4 +1,4 @@
-"""``SimpleProfiler``: how long each action took, as a table of mean, calls, total and share of the stage."""
+"""``SimpleProfiler``: how long each action took, as a table of mean, calls, total and share of the time profiled."""
 
 from __future__ import annotations
 
@@ -10,7 +10,11 @@ from lightray.profilers.profiler import Profiler
 
 
 class SimpleProfiler(Profiler):
-    """Wall time per action; ``Trainer(profiler="simple")``. ``extended=True`` adds the calls column's mean."""
+    """Wall time per action; ``Trainer(profiler="simple")``. ``extended=True`` adds the calls column's mean.
+
+    As Lightning's, it keeps what it recorded from stage to stage: a Trainer's ``validate`` report after ``fit``
+    counts the fit's actions too, and its total time runs from the first stage on.
+    """
 
     def __init__(self, dirpath: str | os.PathLike | None = None, filename: str | None = None,
                  extended: bool = True) -> None:  # fmt: skip
@@ -18,13 +22,11 @@ class SimpleProfiler(Profiler):
         self.extended = extended
         self.current: dict[str, float] = {}
         self.recorded: dict[str, list[float]] = defaultdict(list)
-        self._began = time.monotonic()
-
-    def setup(self, stage: str, local_rank: int | None = None, log_dir: str | None = None) -> None:
-        super().setup(stage, local_rank, log_dir)
-        self._began = time.monotonic()
+        self._began: float | None = None  # set by the first action (a Ray worker's copy starts its own clock)
 
     def start(self, action_name: str) -> None:
+        if self._began is None:
+            self._began = time.monotonic()
         if action_name in self.current:
             raise ValueError(f"Attempted to start {action_name} which has already started.")
         self.current[action_name] = time.monotonic()
@@ -38,7 +40,7 @@ class SimpleProfiler(Profiler):
     def summary(self) -> str:
         if not self.recorded:
             return ""
-        total = time.monotonic() - self._began
+        total = time.monotonic() - (self._began or time.monotonic())
         rows = sorted(
             ((name, sum(d) / len(d), len(d), sum(d)) for name, d in self.recorded.items()), key=lambda r: -r[3]
         )
@@ -54,5 +56,4 @@ class SimpleProfiler(Profiler):
         return "\n".join(out)
 
     def teardown(self, stage: str | None) -> None:
-        self.current.clear()
-        self.recorded.clear()
+        self.current.clear()  # actions a failed stage left open

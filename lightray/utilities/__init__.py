@@ -1,7 +1,7 @@
 """Lightning's general utilities at their import paths (``lightning.pytorch.utilities`` -> ``lightray.utilities``).
 
-``CombinedLoader``, ``measure_flops``, ``find_shared_parameters``, ``set_shared_parameters`` and
-``is_shared_filesystem`` import, and say when called that lightray does not have them and what to use instead.
+``measure_flops``, ``find_shared_parameters``, ``set_shared_parameters`` and ``is_shared_filesystem`` import, and
+say when called that lightray does not have them and what to use instead.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import torch
 
 from lightray.errors import MisconfigurationError, PossibleUserWarning
 from lightray.utilities.apply_func import move_data_to_device
+from lightray.utilities.combined_loader import CombinedLoader
 from lightray.utilities.parsing import AttributeDict, is_picklable
 from lightray.utilities.rank_zero import rank_zero_deprecation, rank_zero_info, rank_zero_only, rank_zero_warn
 
@@ -76,9 +77,6 @@ def _not_in_lightray(name: str, instead: str) -> Any:
     return unsupported
 
 
-CombinedLoader = _not_in_lightray(
-    "CombinedLoader", "pass one training DataLoader (several validation loaders are fine: a list)"
-)
 measure_flops = _not_in_lightray("measure_flops", "use torch.utils.flop_counter.FlopCounterMode directly")
 find_shared_parameters = _not_in_lightray(
     "find_shared_parameters", "tie weights in __init__ by assigning one Parameter to both modules"
