@@ -128,3 +128,31 @@ class UnusedBranch(Regression):
             with open(self.record, "w") as f:
                 f.write(f"{type(ddp).__name__} find_unused_parameters={ddp.find_unused_parameters} "
                         f"{type(self.net[0]).__name__} batches={self.trainer.num_training_batches}")  # fmt: skip
+
+
+class TwoSources(Regression):
+    """Reads two loaders at once (a dict from ``train_dataloader``) and keeps its learning rate in ``lr`` (for
+    ``LearningRateFinder``); logs the spread of the optimizer's rate over the ranks."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lr = 0.05
+
+    def training_step(self, batch, batch_idx):
+        _, x, y = batch["a"]
+        _, x2, y2 = batch["b"]
+        loss = nn.functional.mse_loss(self.net(x), y) + nn.functional.mse_loss(self.net(x2), y2)
+        self.log("train_loss", loss)
+        rate = torch.tensor(self.trainer.optimizers[0].param_groups[0]["lr"])
+        rates = self.trainer.strategy.all_gather(rate)
+        self.log("lr_spread", float(rates.max() - rates.min()), on_step=False, on_epoch=True, reduce_fx="max")
+        self.log("lr_used", float(rate), on_step=False, on_epoch=True)
+        return loss
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=self.lr)
+
+    def train_dataloader(self):
+        data = TensorDataset(torch.arange(len(self.x)), self.x, self.y)
+        half = torch.utils.data.Subset(data, range(32))
+        return {"a": DataLoader(data, batch_size=4, shuffle=True), "b": DataLoader(half, batch_size=4)}

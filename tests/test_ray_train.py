@@ -287,3 +287,25 @@ def test_what_a_person_sees_on_two_workers(tmp_path):
     with open(os.path.join(folder, "rank_1.log")) as rank1, open(os.path.join(folder, "rank_0.log")) as rank0:
         assert "hello from rank 1" in rank1.read() and "a warning from rank 0" in rank0.read()
     assert screen[0].startswith("lightray: connecting to the Ray cluster")
+
+
+def test_lr_finder_several_loaders_and_the_rich_bar_on_two_workers(tmp_path):
+    import io
+    import re
+
+    from ray_helpers import TwoSources
+
+    screen = io.StringIO()
+    bar = pl.callbacks.RichProgressBar(console_kwargs={"file": screen, "force_terminal": True, "width": 120})
+    finder = pl.callbacks.LearningRateFinder(num_training_steps=14, early_stop_threshold=None)  # over 2 epochs
+    trainer = pl.Trainer(max_epochs=2, num_workers=2, storage_path=str(tmp_path / "runs"), name="surface",
+                         default_root_dir=tmp_path, callbacks=[finder, bar], logger=False,
+                         enable_model_summary=False, limit_val_batches=0)  # fmt: skip
+    trainer.fit(TwoSources())
+    metrics = trainer.callback_metrics
+    assert float(metrics["lr_spread"]) == 0.0  # every rank trains with rank 0's suggestion
+    assert float(metrics["lr_used"]) != 0.05  # the suggestion replaced the module's rate
+    # the dict of loaders: each rank reads its half of the longest loader (64 rows / 4 / 2 = 8 steps an epoch)
+    assert trainer.global_step == 16
+    drawn = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", screen.getvalue())
+    assert "Epoch 0" in drawn and "8/8" in drawn  # rank 0's progress, drawn by the rich bar on the driver
