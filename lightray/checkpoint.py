@@ -46,12 +46,14 @@ def dump_checkpoint(trainer: Trainer, weights_only: bool = False) -> dict[str, A
         "global_step": loop.state.global_step,
         "pytorch-lightning_version": LIGHTNING_FORMAT_VERSION,
         "lightray_version": __version__,
-        "state_dict": module.state_dict(),
+        "state_dict": trainer.strategy.module_state_dict(module),
         "loops": {"fit_loop": loop.state_dict()},
     }
     if not weights_only:
         checkpoint["callbacks"] = {cb.state_key: cb.state_dict() for cb in trainer.callbacks}
-        checkpoint["optimizer_states"] = [opt.state_dict() for opt in trainer.optimizers]
+        checkpoint["optimizer_states"] = [
+            trainer.strategy.optimizer_state_dict(module, opt) for opt in trainer.optimizers
+        ]
         checkpoint["lr_schedulers"] = [config.scheduler.state_dict() for config in trainer.lr_scheduler_configs]
         checkpoint["rng_states"] = collect_rng_states()
         checkpoint["callback_metrics"] = {
@@ -230,6 +232,14 @@ def load_state_into_module(module: LightningModule, checkpoint: dict[str, Any], 
         raise CheckpointError(f"Checkpoint {path!r} has tensors of other shapes: {shape_errors}")
 
 
+def _load_weights(trainer: Trainer, checkpoint: dict[str, Any], path: str) -> None:
+    module = trainer.lightning_module
+    if trainer.strategy.shards_state:  # every rank loads the full weights into its shards
+        trainer.strategy.load_module_state_dict(module, checkpoint["state_dict"], strict=module.strict_loading)
+    else:
+        load_state_into_module(module, checkpoint, path, strict=module.strict_loading)
+
+
 def load_module_from_checkpoint(
     cls: type[LightningModule], path: Any, map_location: Any, strict: bool, **overrides: Any
 ) -> LightningModule:
@@ -339,15 +349,14 @@ def restore_weights_for_evaluation(trainer: Trainer) -> None:
     if path is not None:
         loaded = load_checkpoint_file(path, map_location="cpu")
         trainer.hooks.call_module("on_load_checkpoint", loaded)
-        load_state_into_module(trainer.lightning_module, loaded, path, strict=trainer.lightning_module.strict_loading)
+        _load_weights(trainer, loaded, path)
 
 
 def restore_modules_and_callbacks(trainer: Trainer, loaded: LoadedCheckpoint) -> None:
     """Weights, datamodule and callback state (before the optimizers exist), in Lightning's order."""
     checkpoint, path = loaded
-    module = trainer.lightning_module
     trainer.hooks.call_module("on_load_checkpoint", checkpoint)
-    load_state_into_module(module, checkpoint, path, strict=module.strict_loading)
+    _load_weights(trainer, checkpoint, path)
     datamodule = trainer.datamodule
     if datamodule is not None and type(datamodule).__qualname__ in checkpoint:
         with trainer.hooks.owner_action(datamodule, "load_state_dict"):
@@ -374,7 +383,7 @@ def restore_training_state(trainer: Trainer, loop: FitLoop, loaded: LoadedCheckp
             f"{len(trainer.optimizers)} optimizers."
         )
     for optimizer, state in zip(trainer.optimizers, optimizer_states):
-        optimizer.load_state_dict(state)
+        trainer.strategy.load_optimizer_state_dict(trainer.lightning_module, optimizer, state)
     for config, state in zip(trainer.lr_scheduler_configs, checkpoint.get("lr_schedulers", [])):
         config.scheduler.load_state_dict(state)
     trainer.precision_plugin.load_state_dict(checkpoint.get("MixedPrecision", {}))

@@ -15,6 +15,7 @@ from lightray.errors import MisconfigurationError
 from lightray.precision import PRECISIONS
 from lightray.strategies import Strategy
 from lightray.strategies.ddp import strategy_problem
+from lightray.strategies.fsdp import fsdp_options
 from lightray.utilities.rank_zero import rank_zero_info
 
 if TYPE_CHECKING:
@@ -110,6 +111,11 @@ def check_arguments(args: dict[str, Any]) -> Checked:
         errors.append(problem)
     errors += _check_debugging_flags(args)
     device, num_workers, use_gpu = _place(args, errors)
+    if fsdp_options(strategy) is not None and not (num_workers or args["scaling_config"] is not None):
+        errors.append(
+            f"strategy={strategy!r} without workers: FSDP shards the model over a process group, which lightray's "
+            "Ray Train workers form; add num_workers=N (N >= 1, or Lightning's devices=N)"
+        )
     if args["sync_batchnorm"] and (num_workers or args["scaling_config"] is not None) and not use_gpu:
         errors.append(
             "sync_batchnorm=True on CPU workers: torch's SyncBatchNorm works on CUDA devices only. Use GPU workers "

@@ -156,3 +156,67 @@ class TwoSources(Regression):
         data = TensorDataset(torch.arange(len(self.x)), self.x, self.y)
         half = torch.utils.data.Subset(data, range(32))
         return {"a": DataLoader(data, batch_size=4, shuffle=True), "b": DataLoader(half, batch_size=4)}
+
+
+class Block(nn.Module):
+    """A transformer-like block: attention and an MLP, each with a residual and a LayerNorm."""
+
+    def __init__(self, width: int = 32) -> None:
+        super().__init__()
+        self.norm1, self.norm2 = nn.LayerNorm(width), nn.LayerNorm(width)
+        self.attention = nn.MultiheadAttention(width, num_heads=4, batch_first=True)
+        self.mlp = nn.Sequential(nn.Linear(width, 4 * width), nn.GELU(), nn.Linear(4 * width, width))
+
+    def forward(self, x):
+        h = self.norm1(x)
+        x = x + self.attention(h, h, h, need_weights=False)[0]
+        return x + self.mlp(self.norm2(x))
+
+
+class TinyTransformer(pl.LightningModule):
+    """Next-token prediction on arithmetic sequences with a few Blocks; logs its loss every step and the bytes of
+    the parameters this worker holds (its shards under FSDP)."""
+
+    def __init__(self, vocab: int = 16, width: int = 32, depth: int = 3, lr: float = 3e-3) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.embed = nn.Embedding(vocab, width)
+        self.blocks = nn.ModuleList([Block(width) for _ in range(depth)])
+        self.head = nn.Linear(width, vocab)
+
+    def forward(self, tokens):
+        x = self.embed(tokens)
+        for block in self.blocks:
+            x = block(x)
+        return self.head(x)
+
+    def training_step(self, batch, batch_idx):
+        (tokens,) = batch
+        logits = self(tokens[:, :-1])
+        loss = nn.functional.cross_entropy(logits.reshape(-1, logits.size(-1)), tokens[:, 1:].reshape(-1))
+        self.log("train_loss", loss, sync_dist=True)
+        held = sum(
+            (p.to_local() if hasattr(p, "to_local") else p).numel() * p.element_size() for p in self.parameters()
+        )
+        self.log("param_bytes", float(held), on_step=False, on_epoch=True, reduce_fx="max")
+        return loss
+
+    def validation_step(self, batch, batch_idx):
+        (tokens,) = batch
+        logits = self(tokens[:, :-1])
+        loss = nn.functional.cross_entropy(logits.reshape(-1, logits.size(-1)), tokens[:, 1:].reshape(-1))
+        self.log("val_loss", loss, sync_dist=True)
+
+    def configure_optimizers(self):
+        return torch.optim.AdamW(self.parameters(), lr=self.hparams.lr)
+
+    def _sequences(self, n: int, seed: int):
+        g = torch.Generator().manual_seed(seed)
+        start, step = torch.randint(0, 16, (n, 1), generator=g), torch.randint(1, 4, (n, 1), generator=g)
+        return (start + step * torch.arange(12)) % self.hparams.vocab
+
+    def train_dataloader(self):
+        return DataLoader(TensorDataset(self._sequences(64, 0)), batch_size=8, shuffle=True)
+
+    def val_dataloader(self):
+        return DataLoader(TensorDataset(self._sequences(16, 1)), batch_size=8)

@@ -46,7 +46,7 @@ def test_lightnings_ddp_strategy_names_run_in_process_on_one_device(strategy, qu
     [
         ("deepspeed", "strategy='deepspeed': DeepSpeed is not supported; use strategy='ddp'"),
         ("deepspeed_stage_2", "DeepSpeed is not supported; use strategy='ddp'"),
-        ("fsdp", "strategy='fsdp': sharded training (FSDP) is not supported yet; use strategy='ddp'"),
+        ("fsdp", "strategy='fsdp' without workers: FSDP shards the model over a process group"),
         ("dp", "DataParallel is not supported"),
         ("horovod", "strategy='horovod': unknown strategy. Use 'auto' or 'ddp'"),
     ],  # fmt: skip
@@ -106,7 +106,7 @@ CLAIMED = {
     "loggers": ["CSVLogger", "CometLogger", "Logger", "MLFlowLogger", "TensorBoardLogger", "WandbLogger"],
     "tuner": ["Tuner"],
     "utilities.combined_loader": ["CombinedLoader"],
-    "strategies": ["DDPStrategy", "SingleDeviceStrategy", "Strategy"],
+    "strategies": ["DDPStrategy", "FSDPStrategy", "SingleDeviceStrategy", "Strategy"],
     "profilers": ["AdvancedProfiler", "PassThroughProfiler", "Profiler", "PyTorchProfiler", "SimpleProfiler"],
     "utilities": ["AttributeDict", "CombinedLoader", "GradClipAlgorithmType", "LightningEnum",
                   "disable_possible_user_warnings", "find_shared_parameters", "grad_norm", "is_picklable",

@@ -34,6 +34,7 @@ def setup(trainer: Trainer, stage: str) -> None:
     hooks.call_module("configure_model")
     trainer.strategy.connect(module)  # configure_model may have created parameters
     trainer.precision_plugin.convert_module(module)
+    trainer.strategy.shard_module()  # FSDP: before the optimizers exist, so they hold the shards
     log_hyperparams(trainer)
 
 

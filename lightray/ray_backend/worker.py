@@ -98,9 +98,12 @@ def _run_stage(request: StageRequest, rank0: bool) -> None:
         if rank0 and request.stage == "fit" and request.ckpt_path is None:
             _set_aside_unregistered(request.run_dir, -1)
         output = run(request.module, ckpt_path=request.ckpt_path, **stage_args)
+    weights = trainer.strategy.module_state_dict(
+        trainer.lightning_module
+    )  # on every rank: gathering sharded (FSDP) weights is collective
     if rank0:
         sync_output()  # the stage's last lines reach the driver before its result
-        send_result(request.channel, stage_result(trainer, output))
+        send_result(request.channel, stage_result(trainer, output, weights))
 
 
 def _worker_trainer(request: StageRequest, rank0: bool) -> Trainer:
@@ -109,12 +112,19 @@ def _worker_trainer(request: StageRequest, rank0: bool) -> Trainer:
 
     from lightray.callbacks.progress import ProgressBar
     from lightray.strategies.ddp import ddp_kwargs
+    from lightray.strategies.fsdp import fsdp_options
     from lightray.strategies.ray_ddp import RayDDPStrategy
+    from lightray.strategies.ray_fsdp import RayFSDPStrategy
     from lightray.trainer import Trainer
 
-    strategy = RayDDPStrategy(get_device(), run_dir=request.run_dir, planned_world_size=request.full_world_size,
-                              ddp_kwargs=ddp_kwargs(request.trainer_kwargs.get("strategy")),
-                              sync_batchnorm=bool(request.trainer_kwargs.get("sync_batchnorm")))  # fmt: skip
+    common: dict[str, Any] = {"run_dir": request.run_dir, "planned_world_size": request.full_world_size,
+                              "sync_batchnorm": bool(request.trainer_kwargs.get("sync_batchnorm"))}  # fmt: skip
+    fsdp = fsdp_options(request.trainer_kwargs.get("strategy"))
+    strategy = (
+        RayFSDPStrategy(get_device(), fsdp, **common)
+        if fsdp is not None
+        else RayDDPStrategy(get_device(), ddp_kwargs=ddp_kwargs(request.trainer_kwargs.get("strategy")), **common)
+    )
     kwargs = dict(request.trainer_kwargs)
     # none of the Ray options that would launch workers again
     kwargs.update(callbacks=request.callbacks, logger=request.loggers if rank0 else False, num_workers=0,
@@ -182,14 +192,15 @@ def _stage_args(request: StageRequest) -> dict[str, Any]:
     return args
 
 
-def stage_result(trainer: Trainer, output: Any) -> dict[str, Any]:
-    """What rank 0 sends back to the driver when the stage ends: weights, metrics, position, callback states."""
+def stage_result(trainer: Trainer, output: Any, weights: dict[str, Any]) -> dict[str, Any]:
+    """What rank 0 sends back to the driver when the stage ends: ``weights`` (the module's full state dict),
+    metrics, position, callback states."""
 
     def cpu(value: Any) -> Any:
         return value.detach().cpu() if isinstance(value, torch.Tensor) else value
 
     return {
-        "state_dict": {k: v.detach().cpu() for k, v in trainer.lightning_module.state_dict().items()},
+        "state_dict": {k: v.detach().cpu() for k, v in weights.items()},
         "callback_metrics": {k: cpu(v) for k, v in trainer.callback_metrics.items()},
         "logged_metrics": {k: cpu(v) for k, v in trainer.logged_metrics.items()},
         "progress_bar_metrics": {k: cpu(v) for k, v in trainer.progress_bar_metrics.items()},

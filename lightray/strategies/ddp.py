@@ -26,7 +26,6 @@ DDP_NAMES: dict[str, dict[str, Any]] = {
 # names lightray does not run, and what to use instead
 UNSUPPORTED: dict[str, str] = {
     "deepspeed": "DeepSpeed is not supported; use strategy='ddp' (the default for several devices)",
-    "fsdp": "sharded training (FSDP) is not supported yet; use strategy='ddp'",
     "dp": "DataParallel is not supported (Lightning 2 removed it too); use strategy='ddp'",
     "xla": "TPUs are not supported; use strategy='ddp' on CPUs or GPUs",
     "hpu_parallel": "HPUs are not supported; use strategy='ddp' on CPUs or GPUs",
@@ -72,7 +71,11 @@ def ddp_kwargs(strategy: Any) -> dict[str, Any]:
 
 def strategy_problem(strategy: Any) -> str | None:
     """Why ``strategy`` cannot run here (naming what to use), or None when it can."""
+    from lightray.strategies.fsdp import fsdp_options
+
     if isinstance(strategy, DDPStrategy) or (isinstance(strategy, str) and strategy in DDP_NAMES):
+        return None
+    if fsdp_options(strategy) is not None:
         return None
     name = strategy if isinstance(strategy, str) else type(strategy).__name__
     key = str(name).lower().removesuffix("strategy")
@@ -81,6 +84,7 @@ def strategy_problem(strategy: Any) -> str | None:
             return f"strategy={strategy!r}: {why}"
     return (
         f"strategy={strategy!r}: unknown strategy. Use 'auto' or 'ddp' (one Ray Train worker per device, DDP "
-        f"between them), or lightray.strategies.DDPStrategy(find_unused_parameters=...). Names accepted: "
-        + ", ".join(DDP_NAMES)
+        f"between them), lightray.strategies.DDPStrategy(find_unused_parameters=...), or 'fsdp' / "
+        f"FSDPStrategy(...) for sharded training. Names accepted: "
+        + ", ".join([*DDP_NAMES, "fsdp", "fsdp_cpu_offload"])
     )

@@ -57,6 +57,9 @@ class Strategy:
         module.to(self.root_device)
         self.model = module
 
+    def shard_module(self) -> None:
+        """Shard the module's parameters over the processes, before the optimizers exist (FSDP; no-op here)."""
+
     def wrap_model(self) -> None:
         """Wrap the model for distributed training, once the optimizers exist (no-op here)."""
 
@@ -101,6 +104,23 @@ class Strategy:
 
     def teardown(self) -> None:
         """Release what the strategy set up; the module stays where it is."""
+
+    # ----------------------------------------------------------------- state (collectives where sharded)
+    shards_state = False  # whether the state below is spread over the processes (FSDP)
+
+    def module_state_dict(self, module: nn.Module) -> dict[str, Any]:
+        """``module``'s full state dict (on rank 0 where the state is sharded)."""
+        return module.state_dict()
+
+    def load_module_state_dict(self, module: nn.Module, state_dict: dict[str, Any], strict: bool = True) -> None:
+        module.load_state_dict(state_dict, strict=strict)
+
+    def optimizer_state_dict(self, module: nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+        return optimizer.state_dict()
+
+    def load_optimizer_state_dict(self, module: nn.Module, optimizer: torch.optim.Optimizer,
+                                  state: dict[str, Any]) -> None:  # fmt: skip
+        optimizer.load_state_dict(state)
 
     # ----------------------------------------------------------------- checkpoints
     run_dir: str | None = None  # where checkpoints must go, when the strategy decides (Ray: the run's folder)

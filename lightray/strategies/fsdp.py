@@ -1,0 +1,87 @@
+"""``FSDPStrategy``: sharded data parallelism (torch's FSDP2, ``fully_shard``) on Ray Train workers (driver side:
+the options; ``ray_fsdp.RayFSDPStrategy`` applies them on each worker).
+
+Each worker holds a shard of every parameter, gradient and optimizer state; a shard unit's full parameters exist
+only while it computes. ``auto_wrap_policy`` says which submodules are their own units (module classes, as
+Lightning users write ``{TransformerBlock}``, or a callable ``policy(module) -> bool``); the rest of the module
+forms the root unit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from torch import nn
+
+Policy = set[type[nn.Module]] | list[type[nn.Module]] | tuple[type[nn.Module], ...] | Callable[[nn.Module], bool]
+STATE_DICT_TYPES = ("full",)
+
+
+class FSDPStrategy:
+    """``Trainer(strategy=FSDPStrategy(auto_wrap_policy={Block}), num_workers=2)``; ``strategy="fsdp"`` is
+    ``FSDPStrategy()``. Built on the driver.
+
+    ``reshard_after_forward`` frees a unit's gathered parameters after its forward (less memory, one more
+    all-gather in backward); ``cpu_offload`` keeps the shards and their optimizer state in host memory.
+    Checkpoints are full state dicts in Lightning's format, gathered on rank 0 (``state_dict_type="full"``).
+    """
+
+    def __init__(
+        self,
+        auto_wrap_policy: Policy | None = None,
+        cpu_offload: bool = False,
+        reshard_after_forward: bool = True,
+        state_dict_type: str = "full",
+        activation_checkpointing_policy: Policy | None = None,
+        **kwargs: Any,
+    ) -> None:
+        from lightray.errors import MisconfigurationError
+
+        problems = []
+        if state_dict_type not in STATE_DICT_TYPES:
+            problems.append(
+                f"state_dict_type={state_dict_type!r}: lightray writes full checkpoints (gathered on rank 0) for now; "
+                "use state_dict_type='full' (sharded checkpoints through torch.distributed.checkpoint are planned)"
+            )
+        if activation_checkpointing_policy is not None:
+            problems.append(
+                "activation_checkpointing_policy: not in lightray yet; apply torch.utils.checkpoint in your "
+                "module's forward, or leave it out"
+            )
+        if kwargs:
+            problems.append(
+                f"{sorted(kwargs)}: FSDP1 options lightray does not take (it runs FSDP2's fully_shard); the options "
+                "are auto_wrap_policy, cpu_offload, reshard_after_forward and state_dict_type"
+            )
+        if problems:
+            raise MisconfigurationError("FSDPStrategy: " + "; ".join(problems))
+        self.auto_wrap_policy = auto_wrap_policy
+        self.cpu_offload, self.reshard_after_forward = cpu_offload, reshard_after_forward
+        self.state_dict_type = state_dict_type
+
+    def is_unit(self, module: nn.Module) -> bool:
+        """Whether ``module`` becomes its own shard unit under ``auto_wrap_policy``."""
+        policy = self.auto_wrap_policy
+        if policy is None:
+            return False
+        if callable(policy) and not isinstance(policy, type):
+            return bool(policy(module))
+        return isinstance(module, tuple(policy))  # type: ignore[arg-type]
+
+    def __repr__(self) -> str:
+        return (
+            f"FSDPStrategy(auto_wrap_policy={self.auto_wrap_policy!r}, cpu_offload={self.cpu_offload}, "
+            f"reshard_after_forward={self.reshard_after_forward}, state_dict_type={self.state_dict_type!r})"
+        )
+
+
+def fsdp_options(strategy: Any) -> FSDPStrategy | None:
+    """The FSDP options ``strategy`` (a name or an object) asks for; None when it is not FSDP."""
+    if isinstance(strategy, FSDPStrategy):
+        return strategy
+    if strategy == "fsdp":
+        return FSDPStrategy()
+    if strategy == "fsdp_cpu_offload":
+        return FSDPStrategy(cpu_offload=True)
+    return None
