@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from lightray.trainer import Trainer
 
 CHECKPOINT_FILE = "checkpoint.ckpt"  # the file inside a checkpoint folder that Ray Train persisted
+SHARDED = "lightray_sharded"  # marks that file as the rest of a sharded (FSDP) checkpoint, whose tensors are shards
 
 # The Lightning checkpoint layout we follow; Lightning reads this key to decide on format migrations.
 LIGHTNING_FORMAT_VERSION = "2.5.0"
@@ -46,7 +47,7 @@ def dump_checkpoint(trainer: Trainer, weights_only: bool = False) -> dict[str, A
         "global_step": loop.state.global_step,
         "pytorch-lightning_version": LIGHTNING_FORMAT_VERSION,
         "lightray_version": __version__,
-        "state_dict": trainer.strategy.module_state_dict(module),
+        "state_dict": trainer.strategy.checkpoint_module_state(module),
         "loops": {"fit_loop": loop.state_dict()},
     }
     if not weights_only:
@@ -234,10 +235,17 @@ def load_state_into_module(module: LightningModule, checkpoint: dict[str, Any], 
 
 def _load_weights(trainer: Trainer, checkpoint: dict[str, Any], path: str) -> None:
     module = trainer.lightning_module
-    if trainer.strategy.shards_state:  # every rank loads the full weights into its shards
+    if checkpoint.get(SHARDED):
+        trainer.strategy.load_sharded_checkpoint(_folder_of(path), None)
+    elif trainer.strategy.shards_state:  # every rank loads the full weights into its shards
         trainer.strategy.load_module_state_dict(module, checkpoint["state_dict"], strict=module.strict_loading)
     else:
         load_state_into_module(module, checkpoint, path, strict=module.strict_loading)
+
+
+def _folder_of(path: str) -> str:
+    """The checkpoint folder of ``path`` (the folder itself, or the folder of its metadata file)."""
+    return path if storage.isdir(path) else os.path.dirname(path)
 
 
 def load_module_from_checkpoint(
@@ -246,6 +254,12 @@ def load_module_from_checkpoint(
     """``LightningModule.load_from_checkpoint``: rebuild from saved hyperparameters, then load weights."""
     path = os.fspath(path)
     checkpoint = load_checkpoint_file(path, map_location=map_location or "cpu")
+    if checkpoint.get(SHARDED):
+        folder = _folder_of(path)
+        raise CheckpointError(
+            f"{path!r} is a sharded (FSDP) checkpoint, its weights spread over files of the workers: make one file "
+            f"of it with `lightray consolidate {folder} model.ckpt` and load that."
+        )
     hparams = dict(checkpoint.get("hyper_parameters") or {})
     name = checkpoint.get("hparams_name")
     if name and name != "kwargs":
@@ -382,8 +396,11 @@ def restore_training_state(trainer: Trainer, loop: FitLoop, loaded: LoadedCheckp
             f"{path!r} has {len(optimizer_states)} optimizer states but `configure_optimizers` returned "
             f"{len(trainer.optimizers)} optimizers."
         )
-    for optimizer, state in zip(trainer.optimizers, optimizer_states):
-        trainer.strategy.load_optimizer_state_dict(trainer.lightning_module, optimizer, state)
+    if checkpoint.get(SHARDED):  # the weights and optimizer state are shards in the checkpoint's folder
+        trainer.strategy.load_sharded_checkpoint(_folder_of(path), trainer.optimizers)
+    else:
+        for optimizer, state in zip(trainer.optimizers, optimizer_states):
+            trainer.strategy.load_optimizer_state_dict(trainer.lightning_module, optimizer, state)
     for config, state in zip(trainer.lr_scheduler_configs, checkpoint.get("lr_schedulers", [])):
         config.scheduler.load_state_dict(state)
     trainer.precision_plugin.load_state_dict(checkpoint.get("MixedPrecision", {}))

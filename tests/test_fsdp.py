@@ -4,6 +4,8 @@ CPU workers (gloo): the same losses as DDP, about half the parameters per worker
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -45,9 +47,16 @@ def test_fsdp_trains_as_ddp_with_half_the_parameters_per_worker_and_a_checkpoint
     held, ddp_held = float(trainer.callback_metrics["param_bytes"]), float(ddp_trainer.callback_metrics["param_bytes"])
     assert ddp_held == full and 0.45 * full <= held <= 0.55 * full
 
-    # the checkpoint holds the full weights in Lightning's format: a plain process loads it without FSDP
+    # a sharded checkpoint: a folder with each worker's shards; consolidated into one file, it loads anywhere
     best = trainer.checkpoint_callback.best_model_path
-    loaded = TinyTransformer.load_from_checkpoint(best)
+    assert sorted(n for n in os.listdir(best) if n.endswith(".distcp")) == ["__0_0.distcp", "__1_0.distcp"]
+    with pytest.raises(Exception, match="lightray consolidate"):
+        TinyTransformer.load_from_checkpoint(best)
+    single = str(tmp_path / "model.ckpt")
+    done = subprocess.run([os.path.join(os.path.dirname(sys.executable), "lightray"), "consolidate", best, single],
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    loaded = TinyTransformer.load_from_checkpoint(single)
     for key, value in model.state_dict().items():  # the driver's module: rank 0's gathered weights
         torch.testing.assert_close(loaded.state_dict()[key], value)
 
@@ -74,3 +83,22 @@ def test_a_killed_fsdp_worker_resumes_to_the_uninterrupted_weights(tmp_path):
     assert trainer.global_step == 8
     for key, value in reference.state_dict().items():
         assert torch.equal(resumed.state_dict()[key], value), key
+
+
+def test_a_run_saved_by_two_workers_resumes_on_one_and_full_checkpoints_round_trip(tmp_path):
+    sharded = pl.strategies.FSDPStrategy(auto_wrap_policy={Block})
+    _fit(tmp_path, "elastic", sharded)  # 2 epochs on 2 workers: 8 steps, a sharded checkpoint per epoch
+    pl.seed_everything(0)
+    model = TinyTransformer()
+    trainer = pl.Trainer(max_epochs=3, num_workers=1, strategy=sharded, storage_path=str(tmp_path / "runs"),
+                         name="elastic", default_root_dir=tmp_path, **QUIET)  # fmt: skip
+    trainer.fit(model)  # the same run: resumes from its last checkpoint, the shards resharded onto 1 worker
+    # from scratch it would be 24 steps (8 a epoch on one worker); resumed, the third epoch keeps the global batch
+    # (2 batches of 8 accumulated per step): 4 steps
+    assert trainer.global_step == 8 + 4
+
+    full = pl.strategies.FSDPStrategy(auto_wrap_policy={Block}, state_dict_type="full")
+    model, trainer, _ = _fit(tmp_path, "full", full)
+    loaded = TinyTransformer.load_from_checkpoint(trainer.checkpoint_callback.best_model_path)  # one file
+    for key, value in model.state_dict().items():
+        torch.testing.assert_close(loaded.state_dict()[key], value)

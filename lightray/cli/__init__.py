@@ -58,8 +58,10 @@ COMMANDS = [
      "lightray tune --config run.yaml --tune.metric val_loss --search_space.model.lr 'loguniform(1e-4, 1e-1)'"),
     ("submit", "run a command as a Ray job (ray job submit), the upload guarded",
      "lightray submit -- lightray fit --config examples/configs/digits.yaml --trainer.num_workers 4"),
-    ("plot", "a PNG of a run's learning curves (metrics.csv; needs matplotlib)",
+    ("plot", "a PNG of a run's learning curves (metrics.csv or event files; needs matplotlib)",
      "lightray plot lightning_logs/version_0"),
+    ("consolidate", "one Lightning-format file from a sharded (FSDP) checkpoint folder",
+     "lightray consolidate runs/my-run/epoch=1-step=40.ckpt model.ckpt"),
 ]  # fmt: skip
 
 
@@ -106,6 +108,8 @@ def main(argv: list[str] | None = None) -> int:
             from lightray.cli.plot_command import plot_main
 
             return plot_main(argv[1:])
+        if command == "consolidate":
+            return consolidate_main(argv[1:])
         run(argv)
     except (UsageError, MisconfigurationError, CheckpointError) as err:
         print(f"{' '.join(['lightray', command]).strip()}: error: {err}", file=sys.stderr)
@@ -169,6 +173,24 @@ def run(
     trainer = make_trainer(objects.trainer, text, *callbacks, save=save)
     kwargs: dict[str, Any] = {"datamodule": objects.data, "ckpt_path": objects.ckpt_path}
     return getattr(trainer, stage)(objects.model, **kwargs)
+
+
+def consolidate_main(argv: list[str]) -> int:
+    """``lightray consolidate <checkpoint folder> <file>`` (driver)."""
+    import argparse
+
+    from lightray.strategies.fsdp import consolidate
+
+    parser = argparse.ArgumentParser(
+        prog="lightray consolidate",
+        description="Write one Lightning-format checkpoint file (full weights, optimizer state, loop and callback "
+        "state) from a sharded FSDP checkpoint folder; LightningModule.load_from_checkpoint opens it anywhere.",
+    )
+    parser.add_argument("folder", help="a sharded checkpoint folder of a run (<storage_path>/<name>/<...>.ckpt)")
+    parser.add_argument("out", help="the file to write")
+    args = parser.parse_args(argv)
+    print(f"wrote {consolidate(args.folder, args.out)}")
+    return 0
 
 
 # ====================================================================== the parser

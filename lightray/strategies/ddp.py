@@ -25,7 +25,8 @@ DDP_NAMES: dict[str, dict[str, Any]] = {
 }
 # names lightray does not run, and what to use instead
 UNSUPPORTED: dict[str, str] = {
-    "deepspeed": "DeepSpeed is not supported; use strategy='ddp' (the default for several devices)",
+    "deepspeed": "DeepSpeed is not supported; use strategy='ddp' (the default for several devices), or 'fsdp' to "
+    "shard a model too large for one device",
     "dp": "DataParallel is not supported (Lightning 2 removed it too); use strategy='ddp'",
     "xla": "TPUs are not supported; use strategy='ddp' on CPUs or GPUs",
     "hpu_parallel": "HPUs are not supported; use strategy='ddp' on CPUs or GPUs",

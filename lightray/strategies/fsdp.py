@@ -9,13 +9,14 @@ forms the root unit.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from typing import Any
 
 from torch import nn
 
 Policy = set[type[nn.Module]] | list[type[nn.Module]] | tuple[type[nn.Module], ...] | Callable[[nn.Module], bool]
-STATE_DICT_TYPES = ("full",)
+STATE_DICT_TYPES = ("sharded", "full")
 
 
 class FSDPStrategy:
@@ -24,7 +25,10 @@ class FSDPStrategy:
 
     ``reshard_after_forward`` frees a unit's gathered parameters after its forward (less memory, one more
     all-gather in backward); ``cpu_offload`` keeps the shards and their optimizer state in host memory.
-    Checkpoints are full state dicts in Lightning's format, gathered on rank 0 (``state_dict_type="full"``).
+    Checkpoints are sharded by default: one folder per save, each worker writing its own shards of the weights
+    and optimizer state in parallel (``torch.distributed.checkpoint``), loadable on another number of workers;
+    ``lightray consolidate`` (or :func:`consolidate`) makes one Lightning-format file of it.
+    ``state_dict_type="full"`` instead gathers the full state on rank 0 into one file (small models).
     """
 
     def __init__(
@@ -32,7 +36,7 @@ class FSDPStrategy:
         auto_wrap_policy: Policy | None = None,
         cpu_offload: bool = False,
         reshard_after_forward: bool = True,
-        state_dict_type: str = "full",
+        state_dict_type: str = "sharded",
         activation_checkpointing_policy: Policy | None = None,
         **kwargs: Any,
     ) -> None:
@@ -40,10 +44,7 @@ class FSDPStrategy:
 
         problems = []
         if state_dict_type not in STATE_DICT_TYPES:
-            problems.append(
-                f"state_dict_type={state_dict_type!r}: lightray writes full checkpoints (gathered on rank 0) for now; "
-                "use state_dict_type='full' (sharded checkpoints through torch.distributed.checkpoint are planned)"
-            )
+            problems.append(f"state_dict_type={state_dict_type!r}: use one of {STATE_DICT_TYPES}")
         if activation_checkpointing_policy is not None:
             problems.append(
                 "activation_checkpointing_policy: not in lightray yet; apply torch.utils.checkpoint in your "
@@ -85,3 +86,43 @@ def fsdp_options(strategy: Any) -> FSDPStrategy | None:
     if strategy == "fsdp_cpu_offload":
         return FSDPStrategy(cpu_offload=True)
     return None
+
+
+def consolidate(folder: str, out: str) -> str:
+    """One Lightning-format file (full weights, optimizer state by parameter name, and the checkpoint's loop and
+    callback state) from the sharded checkpoint ``folder``; ``load_from_checkpoint`` opens it in a plain process.
+    Runs anywhere, without a process group. Returns ``out``."""
+    import tempfile
+
+    import torch
+    from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
+
+    from lightray import storage
+    from lightray.checkpoint import (
+        CHECKPOINT_FILE,
+        SHARDED,
+        CheckpointError,
+        load_checkpoint_file,
+        save_checkpoint_file,
+    )
+
+    folder = os.fspath(folder)
+    meta_path = os.path.join(folder, CHECKPOINT_FILE)
+    if not os.path.isfile(meta_path) or not os.path.isfile(os.path.join(folder, ".metadata")):
+        raise CheckpointError(
+            f"{folder!r} is not a sharded checkpoint folder (it needs {CHECKPOINT_FILE} and the .metadata of "
+            "torch.distributed.checkpoint): give one of the run's checkpoint folders"
+        )
+    checkpoint = load_checkpoint_file(meta_path, map_location="cpu")
+    if not checkpoint.get(SHARDED):
+        raise CheckpointError(f"{folder!r} holds a full checkpoint already: use {meta_path} as it is")
+    with tempfile.TemporaryDirectory(prefix="lightray-consolidate-") as scratch:
+        gathered = os.path.join(scratch, "full.pt")
+        dcp_to_torch_save(folder, gathered)
+        full = torch.load(gathered, map_location="cpu", weights_only=True)
+    checkpoint.pop(SHARDED)
+    checkpoint["state_dict"] = full["model"]
+    checkpoint["optimizer_states"] = [full["optimizers"]]
+    storage.makedirs(os.path.dirname(os.path.abspath(out)) or ".")
+    save_checkpoint_file(checkpoint, out)
+    return out

@@ -3,19 +3,23 @@
 Runs on every worker. The module is sharded when its stage sets it up (after ``configure_model``, before
 ``configure_optimizers``, so the optimizers hold the shards): each ``auto_wrap_policy`` submodule becomes a shard
 unit with ``fully_shard``, and a root unit holds the rest. Steps run through the root, so its parameters are
-gathered around each one. Checkpoints hold full state dicts gathered on rank 0 (Lightning's format), and load
-into the shards on every rank.
+gathered around each one. Checkpoints are folders of shards written by every rank (``torch.distributed.checkpoint``)
+plus rank 0's file of the rest of the state; with ``state_dict_type="full"``, one file of full state gathered on
+rank 0 (Lightning's format).
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
+import tempfile
 from collections.abc import Iterator
 from typing import Any
 
 import torch
 from torch import nn
 
+from lightray.checkpoint import CHECKPOINT_FILE, SHARDED
 from lightray.core.module import LightningModule
 from lightray.strategies.fsdp import FSDPStrategy
 from lightray.strategies.ray_ddp import RayDDPStrategy
@@ -124,6 +128,65 @@ class RayFSDPStrategy(RayDDPStrategy):
 
         options = StateDictOptions(full_state_dict=True)
         set_optimizer_state_dict(module, optimizer, state, options=options)
+
+    # ----------------------------------------------------------------- checkpoints
+    @property
+    def sharded(self) -> bool:
+        return self.options.state_dict_type == "sharded"
+
+    def checkpoint_module_state(self, module: nn.Module) -> dict[str, Any]:
+        return {} if self.sharded else self.module_state_dict(module)  # sharded: written by save_checkpoint
+
+    def checkpoint_optimizer_state(self, module: nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+        return {} if self.sharded else self.optimizer_state_dict(module, optimizer)
+
+    def save_checkpoint(
+        self, checkpoint: dict[str, Any], path: str, metrics: dict[str, float], background: bool = False
+    ) -> None:
+        """Collective. Sharded: every rank writes its shards of the weights and optimizer state into a folder of
+        its own, rank 0 adds the rest of ``checkpoint``, and every rank reports its folder to Ray Train, which
+        persists them as one checkpoint folder ``<run dir>/<basename of path>`` (registered once all arrived)."""
+        if not self.sharded:
+            super().save_checkpoint(checkpoint, path, metrics, background)
+            return
+        import ray.train
+        import torch.distributed.checkpoint as dcp
+        from torch.distributed.checkpoint.state_dict import get_state_dict
+
+        module = self.module
+        assert module is not None
+        model_state, optimizer_state = get_state_dict(module, module.trainer.optimizers)
+        name = os.path.basename(path.rstrip("/"))
+        with tempfile.TemporaryDirectory(prefix="lightray-ckpt-") as folder:
+            dcp.save({"model": model_state, "optimizers": optimizer_state}, checkpoint_id=folder)
+            if self.is_global_zero:
+                torch.save(
+                    {**checkpoint, SHARDED: "torch.distributed.checkpoint"}, os.path.join(folder, CHECKPOINT_FILE)
+                )
+            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder), checkpoint_dir_name=name)
+        ray.train.report(metrics)  # returns once the controller took the checkpoint (see RayDDPStrategy)
+
+    def load_sharded_checkpoint(self, folder: str, optimizers: list[torch.optim.Optimizer] | None) -> None:
+        """Collective: load the shards of ``folder`` into the module (and ``optimizers``), resharding them when the
+        checkpoint was written by another number of workers."""
+        import torch.distributed.checkpoint as dcp
+        from torch.distributed.checkpoint.state_dict import (
+            get_model_state_dict,
+            get_state_dict,
+            set_model_state_dict,
+            set_state_dict,
+        )
+
+        module = self.module
+        assert module is not None
+        if optimizers:
+            model_state, optimizer_state = get_state_dict(module, optimizers)  # empty optimizer state gets made
+            dcp.load({"model": model_state, "optimizers": optimizer_state}, checkpoint_id=folder)  # in place
+            set_state_dict(module, optimizers, model_state_dict=model_state, optim_state_dict=optimizer_state)
+        else:
+            model_state = get_model_state_dict(module)
+            dcp.load({"model": model_state}, checkpoint_id=folder)
+            set_model_state_dict(module, model_state)
 
     def local_parameter_bytes(self) -> int:
         """The bytes of parameters this worker holds (its shards)."""

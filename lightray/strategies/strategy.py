@@ -122,6 +122,21 @@ class Strategy:
                                   state: dict[str, Any]) -> None:  # fmt: skip
         optimizer.load_state_dict(state)
 
+    def checkpoint_module_state(self, module: nn.Module) -> dict[str, Any]:
+        """What a checkpoint's ``state_dict`` holds (empty where ``save_checkpoint`` writes shards itself)."""
+        return self.module_state_dict(module)
+
+    def checkpoint_optimizer_state(self, module: nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+        return self.optimizer_state_dict(module, optimizer)
+
+    def load_sharded_checkpoint(self, folder: str, optimizers: list[torch.optim.Optimizer] | None) -> None:
+        from lightray.checkpoint import CheckpointError
+
+        raise CheckpointError(
+            f"{folder!r} is a sharded (FSDP) checkpoint: resume it with strategy='fsdp' on Ray workers, or make one "
+            f"file of it with `lightray consolidate {folder} <file>` to load it anywhere."
+        )
+
     # ----------------------------------------------------------------- checkpoints
     run_dir: str | None = None  # where checkpoints must go, when the strategy decides (Ray: the run's folder)
 
