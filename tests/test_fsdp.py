@@ -26,10 +26,10 @@ def local_cluster():
     ray.shutdown()
 
 
-def _fit(tmp_path, name, strategy, **kwargs):
+def _fit(tmp_path, name, strategy, max_epochs=2, **kwargs):
     pl.seed_everything(0)
     model = TinyTransformer()
-    trainer = pl.Trainer(max_epochs=2, num_workers=2, strategy=strategy, storage_path=str(tmp_path / "runs"),
+    trainer = pl.Trainer(max_epochs=max_epochs, num_workers=2, strategy=strategy, storage_path=str(tmp_path / "runs"),
                          name=name, default_root_dir=tmp_path, **QUIET, **kwargs)  # fmt: skip
     trainer.fit(model)
     losses = [row["train_loss"] for row in trainer.logged_metrics_history if "train_loss" in row]
@@ -102,3 +102,21 @@ def test_a_run_saved_by_two_workers_resumes_on_one_and_full_checkpoints_round_tr
     loaded = TinyTransformer.load_from_checkpoint(trainer.checkpoint_callback.best_model_path)  # one file
     for key, value in model.state_dict().items():
         torch.testing.assert_close(loaded.state_dict()[key], value)
+
+
+def test_clipping_accumulation_and_top_k_sharded_checkpoints(tmp_path):
+    settings = dict(gradient_clip_val=0.5, accumulate_grad_batches=2, max_epochs=3)
+    _, _, ddp_losses = _fit(tmp_path, "ddp-clip", "ddp", **settings)
+    top2 = pl.callbacks.ModelCheckpoint(save_top_k=2, monitor="val_loss")
+    strategy = pl.strategies.FSDPStrategy(auto_wrap_policy={Block})
+    _, trainer, losses = _fit(tmp_path, "fsdp-clip", strategy, callbacks=[top2], enable_checkpointing=True,
+                              **settings)  # fmt: skip
+    assert trainer.global_step == 6 and len(losses) == len(ddp_losses) == 6  # 4 batches an epoch, 2 per step
+    assert losses == pytest.approx(ddp_losses, abs=1e-4)  # clipping the sharded gradients clips the same norm
+    kept = sorted(name for name in os.listdir(tmp_path / "runs" / "fsdp-clip") if name.endswith(".ckpt"))
+    assert len(kept) == 2 and os.path.basename(top2.best_model_path) in kept  # of the 3 epochs' saves: the best 2
+    for name in kept:
+        assert sorted(n for n in os.listdir(tmp_path / "runs" / "fsdp-clip" / name) if n.endswith(".distcp")) == [
+            "__0_0.distcp",
+            "__1_0.distcp",
+        ]
