@@ -53,7 +53,7 @@ def dump_checkpoint(trainer: Trainer, weights_only: bool = False) -> dict[str, A
     if not weights_only:
         checkpoint["callbacks"] = {cb.state_key: cb.state_dict() for cb in trainer.callbacks}
         checkpoint["optimizer_states"] = [
-            trainer.strategy.optimizer_state_dict(module, opt) for opt in trainer.optimizers
+            trainer.strategy.checkpoint_optimizer_state(module, opt) for opt in trainer.optimizers
         ]
         checkpoint["lr_schedulers"] = [config.scheduler.state_dict() for config in trainer.lr_scheduler_configs]
         checkpoint["rng_states"] = collect_rng_states()
@@ -366,11 +366,13 @@ def restore_weights_for_evaluation(trainer: Trainer) -> None:
         _load_weights(trainer, loaded, path)
 
 
-def restore_modules_and_callbacks(trainer: Trainer, loaded: LoadedCheckpoint) -> None:
-    """Weights, datamodule and callback state (before the optimizers exist), in Lightning's order."""
+def restore_modules_and_callbacks(trainer: Trainer, loaded: LoadedCheckpoint, with_weights: bool = True) -> None:
+    """Weights (unless the caller puts them back itself), datamodule and callback state (before the optimizers
+    exist), in Lightning's order."""
     checkpoint, path = loaded
     trainer.hooks.call_module("on_load_checkpoint", checkpoint)
-    _load_weights(trainer, checkpoint, path)
+    if with_weights:
+        _load_weights(trainer, checkpoint, path)
     datamodule = trainer.datamodule
     if datamodule is not None and type(datamodule).__qualname__ in checkpoint:
         with trainer.hooks.owner_action(datamodule, "load_state_dict"):

@@ -33,6 +33,7 @@ from lightray.ray_backend.launcher import RayLauncher
 from lightray.ray_backend.options import RayOptions
 from lightray.states import RunningStage, TrainerFn, TrainerState, TrainerStatus
 from lightray.strategies import DDPStrategy, SingleDeviceStrategy, Strategy
+from lightray.strategies.fsdp import fsdp_options
 from lightray.trainer_properties import TrainerProperties
 
 
@@ -170,6 +171,7 @@ class Trainer(TrainerProperties):
         )
         self.logged_metrics_history: list[dict[str, Any]] = []  # filled on the driver by Ray runs
         self.strategy: Strategy = strategy if isinstance(strategy, Strategy) else SingleDeviceStrategy(device)
+        self._sharded = fsdp_options(strategy) is not None or self.strategy.shards_state
         self.precision_plugin: Precision = make_precision(str(precision), self.strategy.root_device.type)
         self.precision = self.precision_plugin.name
         self.callbacks: list[Callback] = _as_list(callbacks)
@@ -200,8 +202,14 @@ class Trainer(TrainerProperties):
     # ================================================================== entry points
     def init_module(self, empty_init: bool | None = None) -> contextlib.AbstractContextManager:
         """``with trainer.init_module(): model = LitModel()``: parameters created in the precision's dtype (a "true"
-        precision such as ``"bf16-true"``); they move to the device when the stage starts. Driver."""
-        return self.precision_plugin.module_init_context()
+        precision such as ``"bf16-true"``); they move to the device when the stage starts. With FSDP and
+        ``empty_init=True`` they are created on the meta device (no memory) and each worker gives its shards memory
+        and ``reset_parameters()`` after sharding, as Lightning's FSDP does. Driver."""
+        context = contextlib.ExitStack()
+        if empty_init and self._sharded:
+            context.enter_context(torch.device("meta"))
+        context.enter_context(self.precision_plugin.module_init_context())
+        return context
 
     def fit(
         self,

@@ -192,13 +192,19 @@ class TinyTransformer(pl.LightningModule):
 
     def training_step(self, batch, batch_idx):
         (tokens,) = batch
-        logits = self(tokens[:, :-1])
-        loss = nn.functional.cross_entropy(logits.reshape(-1, logits.size(-1)), tokens[:, 1:].reshape(-1))
+        saved = []  # the bytes autograd keeps from forward for backward (less with activation checkpointing)
+        with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t.numel() * t.element_size()) or t,
+                                                      lambda t: t):  # fmt: skip
+            logits = self(tokens[:, :-1])
+        loss = nn.functional.cross_entropy(logits.float().reshape(-1, logits.size(-1)), tokens[:, 1:].reshape(-1))
         self.log("train_loss", loss, sync_dist=True)
         held = sum(
             (p.to_local() if hasattr(p, "to_local") else p).numel() * p.element_size() for p in self.parameters()
         )
         self.log("param_bytes", float(held), on_step=False, on_epoch=True, reduce_fx="max")
+        self.log("saved_bytes", float(sum(saved)), on_step=False, on_epoch=True, reduce_fx="max")
+        self.log("computes_in_bf16", float(self.head.weight.dtype == torch.bfloat16), on_step=False, on_epoch=True)
+        self.log("lr", self.optimizers().param_groups[0]["lr"], on_step=False, on_epoch=True)
         return loss
 
     def validation_step(self, batch, batch_idx):
@@ -220,3 +226,56 @@ class TinyTransformer(pl.LightningModule):
 
     def val_dataloader(self):
         return DataLoader(TensorDataset(self._sequences(16, 1)), batch_size=8)
+
+
+class ManualTinyTransformer(TinyTransformer):
+    """Manual optimization as Lightning's GAN-style examples write it: two optimizers (the blocks; the rest), a
+    clipped backward, a scheduler stepped by hand."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.automatic_optimization = False
+
+    def training_step(self, batch, batch_idx):
+        blocks_opt, rest_opt = self.optimizers()
+        (tokens,) = batch
+        for optimizer in (blocks_opt, rest_opt):  # one update of each part, the other part frozen meanwhile
+            self.toggle_optimizer(optimizer)
+            logits = self(tokens[:, :-1])
+            loss = nn.functional.cross_entropy(logits.reshape(-1, logits.size(-1)), tokens[:, 1:].reshape(-1))
+            optimizer.zero_grad()
+            self.manual_backward(loss)
+            self.clip_gradients(optimizer, gradient_clip_val=0.5, gradient_clip_algorithm="norm")
+            optimizer.step()
+            self.untoggle_optimizer(optimizer)
+            self.log("train_loss" if optimizer is blocks_opt else "rest_loss", loss, sync_dist=True)
+        self.lr_schedulers().step()
+
+    def configure_optimizers(self):
+        rest = [p for name, p in self.named_parameters() if not name.startswith("blocks.")]
+        blocks_opt = torch.optim.AdamW(self.blocks.parameters(), lr=3e-3)
+        schedule = torch.optim.lr_scheduler.StepLR(blocks_opt, step_size=2, gamma=0.5)
+        return [blocks_opt, torch.optim.SGD(rest, lr=0.05)], [schedule]
+
+
+class MetaInitTransformer(TinyTransformer):
+    """Layers without memory until the strategy gives each worker its shards: built in ``configure_model`` on the
+    meta device, as Lightning's FSDP examples do for large models, or (``in_init=True``) in ``__init__`` under
+    ``trainer.init_module(empty_init=True)``."""
+
+    def __init__(self, in_init: bool = False) -> None:
+        pl.LightningModule.__init__(self)
+        self.save_hyperparameters({"vocab": 16, "width": 32, "depth": 2, "lr": 3e-3})
+        self.embed = None
+        if in_init:
+            self._build()
+
+    def configure_model(self):
+        if self.embed is None:
+            with torch.device("meta"):
+                self._build()
+
+    def _build(self):
+        self.embed = nn.Embedding(16, 32)
+        self.blocks = nn.ModuleList([nn.Sequential(nn.Linear(32, 64), nn.GELU(), nn.Linear(64, 32)) for _ in range(2)])
+        self.head = nn.Linear(32, 16)

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 import torch
-from ray_helpers import Block, KillOnce, TinyTransformer
+from ray_helpers import Block, KillOnce, ManualTinyTransformer, MetaInitTransformer, TinyTransformer
 
 import lightray as pl
 
@@ -26,9 +26,16 @@ def local_cluster():
     ray.shutdown()
 
 
-def _fit(tmp_path, name, strategy, max_epochs=2, **kwargs):
+@pytest.fixture(scope="module")
+def ddp_run(tmp_path_factory):
+    """The DDP run the FSDP runs are compared with (TinyTransformer, 2 epochs, 8 steps)."""
+    _, trainer, losses = _fit(tmp_path_factory.mktemp("ddp"), "ddp", "ddp")
+    return trainer, losses
+
+
+def _fit(tmp_path, name, strategy, max_epochs=2, model=TinyTransformer, **kwargs):
     pl.seed_everything(0)
-    model = TinyTransformer()
+    model = model()
     trainer = pl.Trainer(max_epochs=max_epochs, num_workers=2, strategy=strategy, storage_path=str(tmp_path / "runs"),
                          name=name, default_root_dir=tmp_path, **QUIET, **kwargs)  # fmt: skip
     trainer.fit(model)
@@ -36,8 +43,8 @@ def _fit(tmp_path, name, strategy, max_epochs=2, **kwargs):
     return model, trainer, losses
 
 
-def test_fsdp_trains_as_ddp_with_half_the_parameters_per_worker_and_a_checkpoint_that_loads_anywhere(tmp_path):
-    _, ddp_trainer, ddp_losses = _fit(tmp_path, "ddp", "ddp")
+def test_fsdp_trains_as_ddp_with_half_the_parameters_per_worker_and_a_checkpoint_that_loads_anywhere(tmp_path, ddp_run):
+    ddp_trainer, ddp_losses = ddp_run
     strategy = pl.strategies.FSDPStrategy(auto_wrap_policy={Block})
     model, trainer, losses = _fit(tmp_path, "fsdp", strategy, enable_checkpointing=True)
     assert trainer.global_step == ddp_trainer.global_step == 8  # 64 sequences / 8 / 2 workers, 2 epochs
@@ -120,3 +127,63 @@ def test_clipping_accumulation_and_top_k_sharded_checkpoints(tmp_path):
             "__0_0.distcp",
             "__1_0.distcp",
         ]
+
+
+def test_activation_checkpointing_keeps_the_losses_and_bf16_mixed_gathers_bf16_parameters(tmp_path, ddp_run):
+    ddp_trainer, ddp_losses = ddp_run
+    recompute = pl.strategies.FSDPStrategy(auto_wrap_policy={Block}, activation_checkpointing_policy={Block})
+    _, trainer, losses = _fit(tmp_path, "recompute", recompute)
+    assert losses == pytest.approx(ddp_losses, abs=1e-4)  # recomputing in backward changes no number
+    # what autograd keeps from forward: only the blocks' inputs, not their insides
+    saved = float(trainer.callback_metrics["saved_bytes"])
+    assert saved < 0.5 * float(ddp_trainer.callback_metrics["saved_bytes"])
+
+    _, trainer, losses = _fit(tmp_path, "bf16", pl.strategies.FSDPStrategy(auto_wrap_policy={Block}),
+                              precision="bf16-mixed")  # fmt: skip
+    assert float(trainer.callback_metrics["computes_in_bf16"]) == 1.0  # the gathered parameters are bf16
+    assert float(ddp_trainer.callback_metrics["computes_in_bf16"]) == 0.0
+    assert losses == pytest.approx(ddp_losses, rel=3e-2) and losses != ddp_losses
+
+
+def test_manual_optimization_with_two_optimizers_gives_the_ddp_losses(tmp_path):
+    _, _, ddp_losses = _fit(tmp_path, "manual-ddp", "ddp", model=ManualTinyTransformer)
+    strategy = pl.strategies.FSDPStrategy(auto_wrap_policy={Block})
+    _, trainer, losses = _fit(tmp_path, "manual-fsdp", strategy, model=ManualTinyTransformer)
+    assert len(losses) == len(ddp_losses) == 8
+    assert losses == pytest.approx(ddp_losses, abs=1e-4)
+    assert losses[-1] < losses[0]
+
+
+def test_meta_device_layers_get_their_shards_and_a_too_large_full_state_is_refused(tmp_path):
+    strategy = pl.strategies.FSDPStrategy(auto_wrap_policy={torch.nn.Sequential})
+    model, trainer, losses = _fit(tmp_path, "meta", strategy, model=MetaInitTransformer, max_epochs=3)
+    assert losses[-1] < losses[0] - 0.2  # initialised (reset_parameters), it trains
+    weight = model.blocks[0][0].weight  # the driver's module: built on the meta device, given rank 0's weights
+    assert not weight.is_meta and not torch.equal(weight[:32], weight[32:])  # the two ranks' shards differ
+    full = sum(p.numel() * p.element_size() for p in model.parameters())
+    # half, plus the other half of the root's (embedding, head), gathered while the step that measures runs
+    assert 0.45 * full <= float(trainer.callback_metrics["param_bytes"]) <= 0.6 * full
+
+    trainer = pl.Trainer(max_epochs=1, num_workers=2, strategy="fsdp", storage_path=str(tmp_path / "runs"),
+                         name="empty-init", default_root_dir=tmp_path, **QUIET)  # fmt: skip
+    with trainer.init_module(empty_init=True):
+        model = MetaInitTransformer(in_init=True)
+    assert model.head.weight.is_meta  # nothing allocated on the driver
+    trainer.fit(model)
+    assert not model.head.weight.is_meta and torch.isfinite(trainer.callback_metrics["train_loss"])
+
+    refused = pl.strategies.FSDPStrategy(state_dict_type="full", full_state_memory_budget=2**10)
+    with pytest.raises(Exception, match=r"a full checkpoint of this model holds .* over the memory budget"):
+        _fit(tmp_path, "budget", refused)
+
+
+def test_the_learning_rate_finder_under_fsdp_searches_and_puts_the_shards_back_as_under_ddp(tmp_path):
+    runs = {}
+    for strategy in ("ddp", pl.strategies.FSDPStrategy(auto_wrap_policy={Block})):
+        finder = pl.callbacks.LearningRateFinder(num_training_steps=16, early_stop_threshold=None)  # over 4 epochs
+        model, trainer, _ = _fit(tmp_path, f"finder-{strategy}"[:12], strategy, callbacks=[finder], max_epochs=5)
+        runs[str(strategy)[:4]] = model, float(trainer.callback_metrics["lr"])
+    (ddp_model, ddp_lr), (model, lr) = runs.values()
+    assert lr == pytest.approx(ddp_lr) and lr != pytest.approx(3e-3)  # the search's suggestion replaced the rate
+    for key, value in ddp_model.state_dict().items():  # the trial's updates undone on every shard, then the fit
+        torch.testing.assert_close(model.state_dict()[key], value, atol=1e-4, rtol=0)

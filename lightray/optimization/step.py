@@ -145,6 +145,7 @@ class Optimization:
         hooks.call_module("on_before_backward", loss)
         self.trainer.results.current_fx = "backward"  # called, not timed, by Lightning's precision plugins
         self.trainer.lightning_module.backward(loss, *args, **kwargs)
+        self.trainer.strategy.after_backward()
         hooks.call_callbacks("on_after_backward")
         hooks.call_module("on_after_backward")
 

@@ -19,6 +19,7 @@ from lightray.ray_backend.worker import WORKER_TRACEBACK
 from lightray.states import TrainerFn
 
 if TYPE_CHECKING:
+    from lightray.core.module import LightningModule
     from lightray.ray_backend.options import RayOptions
     from lightray.trainer import Trainer
 
@@ -191,10 +192,25 @@ def _most_workers(scaling: Any) -> int:
     return scaling.num_workers if isinstance(scaling.num_workers, int) else scaling.num_workers[1]
 
 
+def _take_weights(module: LightningModule, state_dict: dict[str, Any]) -> None:
+    """Load rank 0's weights into the driver's module. Layers that ``configure_model`` built on the workers are
+    built here on the meta device first; meta tensors (those, or FSDP's empty init) take the loaded ones."""
+    import torch
+
+    from lightray.core.module import LightningModule as Base
+    from lightray.hooks import is_overridden
+
+    if not set(state_dict) <= set(module.state_dict()) and is_overridden(module, "configure_model", Base):
+        with torch.device("meta"):
+            module.configure_model()
+    meta = any(t.is_meta for t in (*module.parameters(), *module.buffers()))
+    module.load_state_dict(state_dict, assign=meta)
+
+
 def _apply_result(trainer: Trainer, result: dict[str, Any]) -> Any:
     """Copy rank 0's results into the driver's trainer, module and callbacks."""
     if result.get("state_dict") is not None:
-        trainer.lightning_module.load_state_dict(result["state_dict"])
+        _take_weights(trainer.lightning_module, result["state_dict"])
     trainer.callback_metrics.update(result["callback_metrics"])
     trainer.logged_metrics.update(result["logged_metrics"])
     trainer.progress_bar_metrics.update(result["progress_bar_metrics"])

@@ -24,11 +24,16 @@ class FSDPStrategy:
     ``FSDPStrategy()``. Built on the driver.
 
     ``reshard_after_forward`` frees a unit's gathered parameters after its forward (less memory, one more
-    all-gather in backward); ``cpu_offload`` keeps the shards and their optimizer state in host memory.
+    all-gather in backward); ``cpu_offload`` keeps the shards and their optimizer state in host memory;
+    ``activation_checkpointing_policy`` (module classes or a callable, like ``auto_wrap_policy``) keeps only the
+    inputs of those submodules from forward and recomputes the rest in backward. ``precision="bf16-mixed"`` (or
+    ``"16-mixed"``) gathers parameters in that dtype for computing, and reduces gradients in float32.
     Checkpoints are sharded by default: one folder per save, each worker writing its own shards of the weights
     and optimizer state in parallel (``torch.distributed.checkpoint``), loadable on another number of workers;
     ``lightray consolidate`` (or :func:`consolidate`) makes one Lightning-format file of it.
-    ``state_dict_type="full"`` instead gathers the full state on rank 0 into one file (small models).
+    ``state_dict_type="full"`` instead gathers the full state on rank 0 into one file (small models); it is refused,
+    before anything is gathered, when that state exceeds ``full_state_memory_budget`` bytes (default: rank 0's
+    available host memory).
     """
 
     def __init__(
@@ -38,6 +43,7 @@ class FSDPStrategy:
         reshard_after_forward: bool = True,
         state_dict_type: str = "sharded",
         activation_checkpointing_policy: Policy | None = None,
+        full_state_memory_budget: int | None = None,
         **kwargs: Any,
     ) -> None:
         from lightray.errors import MisconfigurationError
@@ -45,36 +51,44 @@ class FSDPStrategy:
         problems = []
         if state_dict_type not in STATE_DICT_TYPES:
             problems.append(f"state_dict_type={state_dict_type!r}: use one of {STATE_DICT_TYPES}")
-        if activation_checkpointing_policy is not None:
-            problems.append(
-                "activation_checkpointing_policy: not in lightray yet; apply torch.utils.checkpoint in your "
-                "module's forward, or leave it out"
-            )
         if kwargs:
             problems.append(
                 f"{sorted(kwargs)}: FSDP1 options lightray does not take (it runs FSDP2's fully_shard); the options "
-                "are auto_wrap_policy, cpu_offload, reshard_after_forward and state_dict_type"
+                "are auto_wrap_policy, activation_checkpointing_policy, cpu_offload, reshard_after_forward, "
+                "state_dict_type and full_state_memory_budget"
             )
         if problems:
             raise MisconfigurationError("FSDPStrategy: " + "; ".join(problems))
         self.auto_wrap_policy = auto_wrap_policy
+        self.activation_checkpointing_policy = activation_checkpointing_policy
         self.cpu_offload, self.reshard_after_forward = cpu_offload, reshard_after_forward
         self.state_dict_type = state_dict_type
+        self.full_state_memory_budget = full_state_memory_budget
 
     def is_unit(self, module: nn.Module) -> bool:
         """Whether ``module`` becomes its own shard unit under ``auto_wrap_policy``."""
-        policy = self.auto_wrap_policy
-        if policy is None:
-            return False
-        if callable(policy) and not isinstance(policy, type):
-            return bool(policy(module))
-        return isinstance(module, tuple(policy))  # type: ignore[arg-type]
+        return matches(self.auto_wrap_policy, module)
+
+    def is_checkpointed(self, module: nn.Module) -> bool:
+        """Whether ``module``'s activations are recomputed in backward (``activation_checkpointing_policy``)."""
+        return matches(self.activation_checkpointing_policy, module)
 
     def __repr__(self) -> str:
         return (
-            f"FSDPStrategy(auto_wrap_policy={self.auto_wrap_policy!r}, cpu_offload={self.cpu_offload}, "
-            f"reshard_after_forward={self.reshard_after_forward}, state_dict_type={self.state_dict_type!r})"
+            f"FSDPStrategy(auto_wrap_policy={self.auto_wrap_policy!r}, "
+            f"activation_checkpointing_policy={self.activation_checkpointing_policy!r}, "
+            f"cpu_offload={self.cpu_offload}, reshard_after_forward={self.reshard_after_forward}, "
+            f"state_dict_type={self.state_dict_type!r})"
         )
+
+
+def matches(policy: Policy | None, module: nn.Module) -> bool:
+    """Whether ``policy`` (module classes, or a callable) selects ``module``."""
+    if policy is None:
+        return False
+    if callable(policy) and not isinstance(policy, type):
+        return bool(policy(module))
+    return isinstance(module, tuple(policy))  # type: ignore[arg-type]
 
 
 def fsdp_options(strategy: Any) -> FSDPStrategy | None:

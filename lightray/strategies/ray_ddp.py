@@ -97,9 +97,21 @@ class RayDDPStrategy(Strategy):
         self.model = self._ddp
 
     def training_step(self, *args: Any) -> Any:
-        if self._ddp is not None:
+        if self._ddp is not None and self.module.automatic_optimization:  # type: ignore[union-attr]
             return self._ddp(*args)
+        # Manual optimization calls backward inside the step, which must not run inside DDP's forward (its
+        # reducer would wait for a backward after it); ``after_backward`` averages the gradients instead.
         return super().training_step(*args)
+
+    def after_backward(self) -> None:
+        """Manual optimization: average the gradients over the ranks after each ``manual_backward``, as DDP's
+        hooks would (averaging is linear, so several backwards before a step add up as under DDP)."""
+        if self._ddp is None or self.module.automatic_optimization:  # type: ignore[union-attr]
+            return
+        grads = [p.grad for p in self.module.parameters() if p.grad is not None]  # type: ignore[union-attr]
+        for grad in grads:
+            dist.all_reduce(grad, op=dist.ReduceOp.SUM)
+            grad.div_(self._world_size)
 
     @contextlib.contextmanager
     def block_gradient_sync(self) -> Iterator[None]:

@@ -63,6 +63,9 @@ class Strategy:
     def wrap_model(self) -> None:
         """Wrap the model for distributed training, once the optimizers exist (no-op here)."""
 
+    def after_backward(self) -> None:
+        """After each backward pass, before ``on_after_backward`` (DDP: gradients of manual optimization)."""
+
     def training_step(self, *args: Any) -> Any:
         return self.module.training_step(*args)  # type: ignore[union-attr]
 

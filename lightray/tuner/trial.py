@@ -56,17 +56,23 @@ def run_training(trainer: Trainer, start: LoopState) -> None:
 
 
 class Snapshot:
-    """The trainer's state as a checkpoint in memory (weights, optimizers, schedulers, callbacks), put back by
-    ``restore``, as Lightning's tuner saves and restores a checkpoint file around its search."""
+    """The trainer's state in memory (weights, optimizers, schedulers, callbacks), put back by ``restore``, as
+    Lightning's tuner saves and restores a checkpoint file around its search. The weights and optimizer state are
+    each process's own tensors (its shards under FSDP, whose checkpoints leave them out), never gathered."""
 
     def __init__(self, trainer: Trainer) -> None:
         self.trainer = trainer
-        self.checkpoint = copy.deepcopy(dump_checkpoint(trainer))
+        checkpoint = dump_checkpoint(trainer)
+        checkpoint.pop("optimizer_states")
+        self.weights = copy.deepcopy(trainer.lightning_module.state_dict())
+        self.optimizer_states = [copy.deepcopy(optimizer.state_dict()) for optimizer in trainer.optimizers]
+        self.checkpoint = {**copy.deepcopy({**checkpoint, "state_dict": {}}), "state_dict": self.weights}
 
     def restore(self) -> None:
         trainer, checkpoint = self.trainer, self.checkpoint
-        restore_modules_and_callbacks(trainer, LoadedCheckpoint(checkpoint, "<the tuner's snapshot>"))
-        for optimizer, state in zip(trainer.optimizers, checkpoint["optimizer_states"]):
+        trainer.lightning_module.load_state_dict(self.weights)
+        restore_modules_and_callbacks(trainer, LoadedCheckpoint(checkpoint, "<the tuner's snapshot>"), False)
+        for optimizer, state in zip(trainer.optimizers, self.optimizer_states):
             optimizer.load_state_dict(state)
         for config, state in zip(trainer.lr_scheduler_configs, checkpoint["lr_schedulers"]):
             config.scheduler.load_state_dict(state)
