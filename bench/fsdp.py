@@ -2,7 +2,8 @@
 
 A GPT-like model of about 100M parameters (width 1024, 8 blocks, vocab 256), AdamW, batches of 2 sequences of 32
 tokens per worker, one thread per worker, a few steps. Contenders, run one after another on one local Ray
-cluster: DDP, FSDP with sharded checkpoints (the default), FSDP with ``state_dict_type="full"``. Each worker
+cluster: DDP, FSDP with sharded checkpoints (the default), FSDP with ``state_dict_type="full"``, FSDP with the
+model created on the meta device (``trainer.init_module(empty_init=True)``: no worker builds it whole). Each worker
 measures: the bytes of parameters + gradients + optimizer state it holds (its shards under FSDP), its peak
 resident memory, the median step time after the first step, and the time of one checkpoint save at the end
 (sharded: every rank writes its shards; full: gathered and written by rank 0). Printed with ratios to DDP.
@@ -67,9 +68,8 @@ class Measure(pl.Callback):
             json.dump(result, f)
 
 
-def run(label: str, strategy, args, out_dir: str) -> dict[str, float]:
+def run(label: str, strategy, args, out_dir: str, empty_init: bool = False) -> dict[str, float]:
     pl.seed_everything(0)
-    model = LanguageModel(width=args.width, depth=args.depth, heads=8, context=33)
     g = torch.Generator().manual_seed(0)
     tokens = torch.randint(0, 256, (2 * 2 * args.steps, 33), generator=g)
     loader = DataLoader(TensorDataset(tokens), batch_size=2, collate_fn=lambda rows: torch.stack([r[0] for r in rows]))
@@ -77,6 +77,8 @@ def run(label: str, strategy, args, out_dir: str) -> dict[str, float]:
                          storage_path=os.path.join(out_dir, "runs"), name=label, logger=False,
                          enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
                          callbacks=[Measure(out_dir, label)], limit_val_batches=0)  # fmt: skip
+    with trainer.init_module(empty_init=empty_init):  # empty: on the meta device, each worker makes its shards
+        model = LanguageModel(width=args.width, depth=args.depth, heads=8, context=33)
     trainer.fit(model, loader)
     ranks = []
     for rank in (0, 1):
@@ -101,9 +103,11 @@ def main() -> None:
         "ddp": "ddp",
         "fsdp-sharded": pl.strategies.FSDPStrategy(auto_wrap_policy={Block}),
         "fsdp-full": pl.strategies.FSDPStrategy(auto_wrap_policy={Block}, state_dict_type="full"),
+        "fsdp-meta": pl.strategies.FSDPStrategy(auto_wrap_policy={Block}),
     }
     with tempfile.TemporaryDirectory(prefix="lightray-bench-fsdp-") as out_dir:
-        results = {label: run(label, strategy, args, out_dir) for label, strategy in contenders.items()}
+        results = {label: run(label, strategy, args, out_dir, empty_init=label == "fsdp-meta")
+                   for label, strategy in contenders.items()}  # fmt: skip
     ray.shutdown()
     base = results["ddp"]
     print(f"{'contender':<14} {'state MB/worker':>16} {'peak RSS MB':>12} {'step s':>8} {'save s':>8}")
@@ -111,7 +115,10 @@ def main() -> None:
         print(f"{label:<14} {r['state_mb']:>16.0f} {r['peak_rss_mb']:>12.0f} {r['step_s']:>8.2f} {r['save_s']:>8.2f}")
     fsdp, full = results["fsdp-sharded"], results["fsdp-full"]
     print(f"state per worker FSDP/DDP: {fsdp['state_mb'] / base['state_mb']:.2f}x (target <= 0.6)")
-    print(f"peak RSS per worker FSDP/DDP: {fsdp['peak_rss_mb'] / base['peak_rss_mb']:.2f}x")
+    print(
+        f"peak RSS per worker FSDP/DDP: {fsdp['peak_rss_mb'] / base['peak_rss_mb']:.2f}x; with the model made on "
+        f"the meta device: {results['fsdp-meta']['peak_rss_mb'] / base['peak_rss_mb']:.2f}x"
+    )
     print(f"step time FSDP/DDP: {fsdp['step_s'] / base['step_s']:.2f}x")
     print(f"save time sharded/full: {fsdp['save_s'] / full['save_s']:.2f}x (target <= 0.6)")
 

@@ -5,7 +5,8 @@ shard unit (``auto_wrap_policy={Block}``), gathered only while it computes. Chec
 a rerun resumes from (on any number of workers); ``lightray consolidate <folder> model.ckpt`` makes one file.
 
     python examples/fsdp_transformer.py --synthetic --num-workers 2      # generated text, CPU workers
-    python examples/fsdp_transformer.py --text corpus.txt --num-workers 8 --use-gpu --precision bf16-mixed
+    python examples/fsdp_transformer.py --text corpus.txt --num-workers 8 --use-gpu --precision bf16-mixed \
+        --empty-init --activation-checkpointing
 
 Runs on the driver; the training runs on the workers.
 """
@@ -23,19 +24,21 @@ from lightray.strategies import FSDPStrategy
 
 
 class Block(nn.Module):
-    """Pre-norm causal self-attention and an MLP, each with a residual."""
+    """Pre-norm causal self-attention and an MLP, each with a residual. Built of layers that have
+    ``reset_parameters()``, so it can be created on the meta device and initialised shard by shard."""
 
     def __init__(self, width: int, heads: int) -> None:
         super().__init__()
+        self.heads = heads
         self.norm1, self.norm2 = nn.LayerNorm(width), nn.LayerNorm(width)
-        self.attention = nn.MultiheadAttention(width, heads, batch_first=True)
+        self.qkv, self.out = nn.Linear(width, 3 * width), nn.Linear(width, width)
         self.mlp = nn.Sequential(nn.Linear(width, 4 * width), nn.GELU(), nn.Linear(4 * width, width))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        length = x.size(1)
-        causal = torch.triu(torch.ones(length, length, dtype=torch.bool, device=x.device), diagonal=1)
-        h = self.norm1(x)
-        x = x + self.attention(h, h, h, attn_mask=causal, need_weights=False)[0]
+        batch, length, width = x.shape
+        q, k, v = self.qkv(self.norm1(x)).view(batch, length, 3, self.heads, -1).permute(2, 0, 3, 1, 4)
+        attended = nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)
+        x = x + self.out(attended.transpose(1, 2).reshape(batch, length, width))
         return x + self.mlp(self.norm2(x))
 
 
@@ -45,13 +48,13 @@ class LanguageModel(pl.LightningModule):
         super().__init__()
         self.save_hyperparameters()
         self.embed = nn.Embedding(vocab, width)
-        self.position = nn.Parameter(torch.zeros(1, context, width))
+        self.position = nn.Embedding(context, width)
         self.blocks = nn.ModuleList([Block(width, heads) for _ in range(depth)])
         self.norm = nn.LayerNorm(width)
         self.head = nn.Linear(width, vocab)
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        x = self.embed(tokens) + self.position[:, : tokens.size(1)]
+        x = self.embed(tokens) + self.position.weight[: tokens.size(1)]
         for block in self.blocks:
             x = block(x)
         return self.head(self.norm(x))
@@ -106,6 +109,12 @@ def main(argv: list[str] | None = None) -> pl.Trainer:
     parser.add_argument("--max-epochs", type=int, default=2)
     parser.add_argument("--width", type=int, default=128)
     parser.add_argument("--depth", type=int, default=4)
+    parser.add_argument(
+        "--empty-init",
+        action="store_true",
+        help="create the model on the meta device: each worker allocates only its shards",
+    )
+    parser.add_argument("--activation-checkpointing", action="store_true", help="recompute blocks in backward")
     parser.add_argument("--storage-path", default=None, help="where the sharded checkpoints go (folder or URI)")
     parser.add_argument("--default-root-dir", default=None)
     args = parser.parse_args(argv)
@@ -122,18 +131,22 @@ def main(argv: list[str] | None = None) -> pl.Trainer:
     val = DataLoader(Windows(text[split:], context), batch_size=16)
 
     pl.seed_everything(0)
-    model = LanguageModel(width=args.width, depth=args.depth, context=context)
+    strategy = FSDPStrategy(
+        auto_wrap_policy={Block}, activation_checkpointing_policy={Block} if args.activation_checkpointing else None
+    )
     trainer = pl.Trainer(
         max_epochs=args.max_epochs,
         num_workers=args.num_workers,
         use_gpu=args.use_gpu,
         precision=args.precision,
-        strategy=FSDPStrategy(auto_wrap_policy={Block}),
+        strategy=strategy,
         storage_path=args.storage_path or args.default_root_dir,
         name="fsdp-transformer",
         default_root_dir=args.default_root_dir,
         log_every_n_steps=10,
     )
+    with trainer.init_module(empty_init=args.empty_init):
+        model = LanguageModel(width=args.width, depth=args.depth, context=context)
     trainer.fit(model, train, val)
     print(f"val_loss: {float(trainer.callback_metrics['val_loss']):.4f}")
     print(f"checkpoint: {trainer.checkpoint_callback.best_model_path}")
