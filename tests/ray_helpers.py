@@ -50,12 +50,21 @@ class Regression(pl.LightningModule):
 
 
 class KillOnce(pl.Callback):
-    """SIGKILLs global rank ``rank`` once, after ``step`` optimizer steps (a marker file makes it once)."""
+    """SIGKILLs global rank ``rank`` once, after ``step`` optimizer steps (a marker file makes it once); with
+    ``in_save=True`` inside the checkpoint save of that step instead (the other ranks are saving meanwhile)."""
 
-    def __init__(self, marker: str, step: int, rank: int = 1) -> None:
-        self.marker, self.step, self.rank = marker, step, rank
+    def __init__(self, marker: str, step: int, rank: int = 1, in_save: bool = False) -> None:
+        self.marker, self.step, self.rank, self.in_save = marker, step, rank, in_save
 
     def on_train_batch_end(self, trainer, pl_module, *args):
+        if not self.in_save:
+            self._kill(trainer)
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint):
+        if self.in_save:
+            self._kill(trainer)
+
+    def _kill(self, trainer):
         if trainer.global_rank == self.rank and trainer.global_step == self.step and not os.path.exists(self.marker):
             open(self.marker, "w").close()
             os.kill(os.getpid(), signal.SIGKILL)

@@ -84,10 +84,11 @@ def test_a_killed_fsdp_worker_resumes_to_the_uninterrupted_weights(tmp_path):
     reference, _, _ = _fit(tmp_path, "whole", strategy)
     marker = str(tmp_path / "killed")
     every_3 = pl.callbacks.ModelCheckpoint(every_n_train_steps=3, save_top_k=-1)
-    resumed, trainer, _ = _fit(tmp_path, "killed", strategy, callbacks=[every_3, KillOnce(marker, step=5)],
-                               max_failures=1)  # fmt: skip
-    assert os.path.exists(marker)  # rank 1 was SIGKILLed after step 5; the run went on from the step-3 checkpoint
-    assert trainer.global_step == 8
+    killer = KillOnce(marker, step=6, in_save=True)
+    resumed, trainer, _ = _fit(tmp_path, "killed", strategy, callbacks=[every_3, killer], max_failures=1)
+    # rank 1 was SIGKILLed while the step-6 checkpoint was being saved: that save was never registered, the run went
+    # on from the step-3 checkpoint, and saved step 6 again over what the cut save had left
+    assert os.path.exists(marker) and trainer.global_step == 8
     for key, value in reference.state_dict().items():
         assert torch.equal(resumed.state_dict()[key], value), key
 
