@@ -3,6 +3,7 @@ strategy, default callbacks and loggers. Run on the driver when a Trainer is bui
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import os
 import warnings
@@ -327,13 +328,13 @@ def default_logger(root_dir: str) -> Any:
 
     if importlib.util.find_spec("tensorboard") or importlib.util.find_spec("tensorboardX"):
         return TensorBoardLogger(root_dir)
-    if not _csv_default_said:
-        _csv_default_said.append(True)
-        rank_zero_info(
-            "lightray: logging to CSV (metrics.csv): TensorBoard is the default logger when `tensorboard` or "
-            "`tensorboardX` is installed (pip install 'lightray[viz]'), as in Lightning."
-        )
+    _say_csv_is_the_default()
     return CSVLogger(root_dir)
 
 
-_csv_default_said: list[bool] = []  # said once per process
+@functools.cache  # said once per process
+def _say_csv_is_the_default() -> None:
+    rank_zero_info(
+        "lightray: logging to CSV (metrics.csv): TensorBoard is the default logger when `tensorboard` or "
+        "`tensorboardX` is installed (pip install 'lightray[viz]'), as in Lightning."
+    )

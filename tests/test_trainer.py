@@ -231,7 +231,7 @@ def test_csv_logger_is_the_default_without_tensorboard(tmp_path, monkeypatch, ca
     find_spec = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if "tensorboard" in name.lower()
                         else find_spec(name, *a))  # fmt: skip
-    monkeypatch.setattr(pl.trainer_args, "_csv_default_said", [])
+    pl.trainer_args._say_csv_is_the_default.cache_clear()  # said once per process: let this test see it
 
     class WithHparams(BoringModel):
         def __init__(self, size=32):

@@ -10,7 +10,6 @@ from __future__ import annotations
 import copy
 from typing import TYPE_CHECKING, Any
 
-from lightray.errors import MisconfigurationError
 from lightray.tuner.trial import Snapshot, get_attribute, run_training, set_attribute, swapped_settings
 from lightray.utilities.rank_zero import rank_zero_info, rank_zero_warn
 
@@ -18,7 +17,6 @@ if TYPE_CHECKING:
     from lightray.loops.loop_state import LoopState
     from lightray.trainer import Trainer
 
-MODES = ("power", "binsearch")
 _OOM_MESSAGES = ("CUDA out of memory.", "CUDA error: out of memory", "DefaultCPUAllocator: can't allocate memory")
 
 
@@ -39,10 +37,6 @@ def scale_batch_size(
 ) -> int | None:
     """The largest batch size that trains without running out of memory, within ``max_trials`` and ``max_val``;
     it is left in ``batch_arg_name`` (on the module, its hparams or the datamodule) and returned."""
-    if mode not in MODES:
-        raise MisconfigurationError(f"scale_batch_size(mode={mode!r}): use one of {MODES}.")
-    if not 0.0 <= margin < 1.0:
-        raise MisconfigurationError(f"scale_batch_size(margin={margin}): `margin` should be between 0 and 1.")
     if trainer.fast_dev_run:
         rank_zero_warn("Skipping batch size scaler since `fast_dev_run` is enabled.")
         return None

@@ -27,7 +27,6 @@ if TYPE_CHECKING:
     from lightray.trainer import Trainer
 
 log = logging.getLogger(__name__)
-MODES = ("linear", "exponential")
 
 
 class LRFinder:
@@ -175,8 +174,6 @@ def lr_find(
     """The range test, from a fit's ``on_fit_start`` (its optimizers exist): the random state, weights, optimizer,
     schedulers and loop position are as before it afterwards; with ``update_attr`` the suggestion is set on the
     module's learning-rate attribute and the optimizer."""
-    if mode not in MODES:
-        raise MisconfigurationError(f"lr_find(mode={mode!r}): use one of {MODES}.")
     if trainer.fast_dev_run:
         rank_zero_warn("Skipping learning rate finder since `fast_dev_run` is enabled.")
         return None
