@@ -212,14 +212,16 @@ class RayFSDPStrategy(RayDDPStrategy):
         ray.train.report(metrics)  # returns once the controller took the checkpoint (see RayDDPStrategy)
 
     def _new_local_folder(self, name: str) -> str | None:
-        """Collective: ``<run dir>/<name>`` when the run's storage is a local folder and it does not exist yet."""
+        """Collective: ``<run dir>/<name>`` when the run's storage is a local folder that every rank sees (one
+        machine, or a shared file system) and that checkpoint folder does not exist yet."""
         from lightray import storage
 
         if self.run_dir is None or storage.is_remote(self.run_dir):
             return None
-        folder = os.path.abspath(os.path.join(storage.local_path(self.run_dir), name))
-        fresh = self.broadcast(not os.path.exists(folder) if self.is_global_zero else None)
-        return folder if fresh else None
+        run_dir = storage.local_path(self.run_dir)
+        folder = os.path.abspath(os.path.join(run_dir, name))
+        usable = os.path.isdir(run_dir) and (not self.is_global_zero or not os.path.exists(folder))
+        return folder if self.reduce_boolean_decision(usable, all=True) else None
 
     def _write_shards(self, state: dict[str, Any], checkpoint: dict[str, Any], folder: str) -> None:
         """Every rank writes its shards into ``folder``; rank 0 adds the checkpoint's other state."""
